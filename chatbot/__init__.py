@@ -1,0 +1,1 @@
+"""Offline terminal chatbot running GGUF models in-process through llama.cpp."""

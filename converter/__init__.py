@@ -1,0 +1,1 @@
+"""Turn a Hugging Face causal LM into a pruned, quantized GGUF for llama.cpp."""
