@@ -1,0 +1,394 @@
+"""`chatbot`: the chat app, and headless commands over the same store.
+
+Argument parsing and error reporting only: every ChatbotError becomes one `error: ...` line on
+stderr and exit code 2. Heavy modules (llama.cpp, Textual, the remote client) are imported only
+by the command that needs them, so `chatbot history` starts at once; nothing here imports torch
+or transformers (the default model is built by the converter in a separate process).
+"""
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from chatbot.engine import Engine, GenerationOptions, TextChunk
+from chatbot.errors import ChatbotError, ModelLoadError
+from chatbot.paths import data_dir
+from chatbot.store import Store
+
+EPILOG = """commands (run `chatbot COMMAND --help` for each):
+  (none)     open the chat app
+  ask        send one message and print the reply
+  history    list conversations
+  export     print a conversation as Markdown or JSON
+  stats      latency and CPU cost per model
+  handoffs   questions the FAQ bot handed to a person
+"""
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Options accepted before or after the command; `suppress` keeps a sub-parser from
+    overwriting a value given before the command with its default."""
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    group = parser.add_argument_group("model and storage")
+    group.add_argument(
+        "--model",
+        type=Path,
+        default=default(None),
+        metavar="FILE.gguf",
+        help="GGUF model to run (default: SmolLM2-135M-Instruct Q4_K_M, "
+        "built with the converter on first use)",
+    )
+    group.add_argument(
+        "--db",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="conversation database (default: chat.db in the user data folder)",
+    )
+    group.add_argument(
+        "--system",
+        default=default(None),
+        metavar="TEXT",
+        help="system prompt for new conversations",
+    )
+    group.add_argument(
+        "--faq",
+        type=Path,
+        default=default(None),
+        metavar="FILE",
+        help="FAQ bot mode: answer from this JSONL/CSV knowledge base, "
+        "hand off to a person when it has no answer",
+    )
+    group.add_argument(
+        "--server",
+        default=default(None),
+        metavar="URL",
+        help="use an OpenAI-compatible server instead of the embedded model",
+    )
+    group.add_argument(
+        "--ctx",
+        type=int,
+        default=default(4096),
+        metavar="N",
+        help="context window in tokens (default: 4096)",
+    )
+    group.add_argument(
+        "--threads",
+        type=int,
+        default=default(None),
+        metavar="N",
+        help="CPU threads for generation (default: all cores)",
+    )
+    group.add_argument(
+        "--gpu-layers",
+        type=int,
+        default=default(None),
+        metavar="N",
+        help="layers to offload to the GPU, -1 = all (default: the plan stored in the GGUF "
+        "by `converter plan`, else 0)",
+    )
+    group.add_argument(
+        "--flash-attn",
+        action=argparse.BooleanOptionalAction,
+        default=default(None),
+        help="flash attention (default: as the GGUF's offload plan says)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatbot",
+        description="Offline customer-service chatbot: a terminal chat app running a GGUF "
+        "model in-process with llama.cpp, with its history in SQLite.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    ask = commands.add_parser(
+        "ask",
+        help="send one message and print the reply as it streams",
+        description="Send one message and stream the reply to stdout.",
+    )
+    ask.add_argument("text", help="the message")
+    ask.add_argument(
+        "--conversation",
+        type=int,
+        metavar="ID",
+        help="continue this conversation (ids: `chatbot history`)",
+    )
+    ask.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object at the end instead of streaming text",
+    )
+    ask.add_argument(
+        "--temperature",
+        type=float,
+        default=0.7,
+        metavar="T",
+        help="sampling temperature, 0 = always the likeliest token (default: 0.7)",
+    )
+    ask.add_argument(
+        "--max-tokens",
+        type=int,
+        default=512,
+        metavar="N",
+        help="longest reply in tokens (default: 512)",
+    )
+    ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
+    _common(ask, suppress=True)
+
+    history = commands.add_parser(
+        "history",
+        help="list conversations, newest first",
+        description="List conversations, newest first.",
+    )
+    history.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="only conversations whose title or messages contain these words",
+    )
+    history.add_argument("--json", action="store_true", help="print JSON")
+    _common(history, suppress=True)
+
+    export = commands.add_parser(
+        "export",
+        help="print a conversation as Markdown or JSON",
+        description="Print a whole conversation to stdout.",
+    )
+    export.add_argument("id", type=int, help="conversation id (see `chatbot history`)")
+    export.add_argument("--format", choices=("md", "json"), default="md", help="default: md")
+    _common(export, suppress=True)
+
+    for name, text in (
+        (
+            "stats",
+            "per model: turns, p50/p95 time to first token and "
+            "tokens/s, CPU seconds per 1,000 generated tokens",
+        ),
+        ("handoffs", "questions the FAQ bot handed to a person"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        _common(sub, suppress=True)
+    return parser
+
+
+def ensure_default_model() -> Path:
+    """The default GGUF, built by the converter in a separate process when missing."""
+    from converter.paths import default_gguf_path
+
+    path = default_gguf_path()
+    if path.exists():
+        return path
+    print(f"Building the default model into {path} (first run only)...", file=sys.stderr)
+    result = subprocess.run([sys.executable, "-m", "converter", "default"], check=False)
+    if result.returncode != 0 or not path.exists():
+        raise ModelLoadError(
+            "could not build the default model; run `converter default` to see why, "
+            "or pass --model FILE.gguf"
+        )
+    return path
+
+
+def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
+    """A function that loads the engine (the app calls it off the UI thread)."""
+
+    def load() -> Engine:
+        if args.server:
+            from chatbot.remote_engine import RemoteEngine
+
+            return RemoteEngine(args.server)
+        from chatbot.llama_engine import LlamaEngine, check_model_file
+        from chatbot.offload_settings import resolve_offload
+
+        model = check_model_file(args.model if args.model is not None else ensure_default_model())
+        offload = resolve_offload(model, gpu_layers=args.gpu_layers, flash_attn=args.flash_attn)
+        return LlamaEngine(model, n_ctx=args.ctx, n_threads=args.threads, offload=offload)
+
+    return load
+
+
+def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
+    if args.faq is None:
+        return None
+    from chatbot.faq import KnowledgeBase
+
+    kb = KnowledgeBase.open(args.faq)
+    for warning in kb.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return kb
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def cmd_chat(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.app import ChatApp
+
+    app = ChatApp(
+        engine_factory(args), store, system_prompt=args.system, knowledge_base=_knowledge_base(args)
+    )
+    app.run()
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.session import Notice, Session, TurnResult, clean_text
+
+    if not clean_text(args.text):
+        raise ChatbotError("the message is empty; give the text to send")
+    if args.conversation is not None:
+        store.get_conversation(args.conversation)  # fail before loading the model
+    kb = _knowledge_base(args)
+    engine = engine_factory(args)()
+    options = GenerationOptions(
+        max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+    )
+    session = Session(
+        engine,
+        store,
+        conversation_id=args.conversation,
+        system_prompt=args.system,
+        knowledge_base=kb,
+        options=options,
+    )
+    result = None
+    for item in session.send(args.text):
+        if isinstance(item, TextChunk) and not args.json:
+            sys.stdout.write(item.text)
+            sys.stdout.flush()
+        elif isinstance(item, Notice):
+            print(f"note: {item.text}", file=sys.stderr)
+        elif isinstance(item, TurnResult):
+            result = item
+    if args.json:
+        _print_json(_turn_json(result, engine))
+    else:
+        sys.stdout.write("\n")
+    engine.close()
+    return 0
+
+
+def _turn_json(result, engine: Engine) -> dict:
+    stats = asdict(result.stats) if result.stats else {}
+    return {
+        "conversation_id": result.conversation_id,
+        "user_message_id": result.user_message_id,
+        "assistant_message_id": result.assistant_message_id,
+        "answer": result.answer,
+        "stopped": result.stopped,
+        **stats,
+        "cpu_seconds": result.cpu_seconds,
+        "model": engine.info.model,
+        "quantization": engine.info.quantization,
+        "threads": engine.info.threads,
+        "sources": list(result.sources),
+        "handoff": result.handoff,
+    }
+
+
+def cmd_history(args: argparse.Namespace, store: Store) -> int:
+    conversations = store.list_conversations(args.search)
+    if args.json:
+        _print_json([asdict(c) for c in conversations])
+        return 0
+    if not conversations:
+        print("no conversations" + (" match" if args.search else " yet"))
+    for c in conversations:
+        print(f"{c.id:>5}  {c.updated_at[:16].replace('T', ' ')}  {c.title}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.export import export_conversation
+
+    sys.stdout.write(export_conversation(store, args.id, args.format))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, store: Store) -> int:
+    stats = store.stats()
+    if args.json:
+        _print_json([asdict(s) for s in stats])
+        return 0
+    if not stats:
+        print("no turns logged yet")
+    for s in stats:
+        print(f"{s.model_file} ({s.quantization}): {s.turns} turns")
+        print(f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms")
+        print(f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s")
+        print(f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s")
+    return 0
+
+
+def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
+    handoffs = store.handoffs()
+    if args.json:
+        _print_json([asdict(h) for h in handoffs])
+        return 0
+    if not handoffs:
+        print("no hand-offs")
+    for h in handoffs:
+        print(
+            f"{h.created_at[:16].replace('T', ' ')}  conversation {h.conversation_id}: {h.question}"
+        )
+    return 0
+
+
+COMMANDS = {
+    None: cmd_chat,
+    "ask": cmd_ask,
+    "history": cmd_history,
+    "export": cmd_export,
+    "stats": cmd_stats,
+    "handoffs": cmd_handoffs,
+}
+
+
+def _log_to_file() -> None:
+    """llama.cpp and library warnings go to a log file, never to the terminal."""
+    folder = data_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(folder / "chatbot.log", encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _log_to_file()
+    try:
+        for name in ("ctx", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ChatbotError(f"--{name} must be a positive number, got {value}")
+        store = Store(args.db)
+        try:
+            return COMMANDS[args.command](args, store)
+        finally:
+            store.close()
+    except ChatbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

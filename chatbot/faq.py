@@ -1,0 +1,147 @@
+"""FAQ bot mode: answer from the company's knowledge base, or hand off to a person.
+
+`KnowledgeBase.open` loads the FAQ file (JSONL or CSV, see `chatbot.faq_load`) and its cached
+FTS5 index (`chatbot.faq_index`); `retrieve` finds the entries for one customer question and
+says whether they are good enough to answer from. When they are not, the bot does not guess:
+the session gives `handoff_reply` instead of calling the model.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from converter.paths import cache_dir
+
+from chatbot.faq_index import FaqIndex, open_index, query_terms
+from chatbot.faq_load import FaqEntry, load_knowledge_base
+
+DEFAULT_HANDOFF_REPLY = (
+    "I'm sorry, I can't find an answer to that in our help articles, and I don't want to guess. "
+    "Would you like me to pass you to a member of our support team? "
+    "A person will pick up your question and get back to you."
+)
+# Share of the question's information the best entry must contain to answer from it. 0.5: more
+# than half of what the customer asked about (rare words weigh more) is in the entry.
+DEFAULT_CONFIDENCE = 0.5
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_HANDOFF_REPLY",
+    "FaqEntry",
+    "FaqHit",
+    "KnowledgeBase",
+    "Retrieval",
+    "grounded_user_message",
+]
+
+
+@dataclass(frozen=True)
+class FaqHit:
+    """One retrieved entry; score is the bounded confidence (0..1) behind the hand-off choice."""
+
+    id: str
+    question: str
+    answer: str
+    category: str | None
+    score: float
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The entries for one question, best first, and whether to answer from them."""
+
+    hits: list[FaqHit]
+    confident: bool
+
+    @property
+    def sources(self) -> list[str]:
+        """The ids of the hits, best first: what a turn records as its sources."""
+        return [hit.id for hit in self.hits]
+
+
+class KnowledgeBase:
+    """A loaded FAQ with its search index; open it with `KnowledgeBase.open`."""
+
+    def __init__(
+        self,
+        path: Path,
+        entries: list[FaqEntry],
+        warnings: list[str],
+        index: FaqIndex,
+        handoff_reply: str,
+        confidence: float,
+    ):
+        self.path = path
+        self.entries = entries
+        self.warnings = warnings  # one line per skipped FAQ line, for the CLI or app to show
+        self.index = index
+        self.handoff_reply = handoff_reply
+        self.confidence = confidence
+        self._by_id = {entry.id: entry for entry in entries}
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        handoff_reply: str = DEFAULT_HANDOFF_REPLY,
+        confidence: float = DEFAULT_CONFIDENCE,
+        index_dir: Path | None = None,
+    ) -> "KnowledgeBase":
+        """Load the FAQ file and its index (rebuilt when the file changed).
+
+        Raises KnowledgeBaseError when the file cannot be read or holds no valid entry.
+        """
+        path = Path(path)
+        loaded = load_knowledge_base(path)
+        folder = index_dir if index_dir is not None else cache_dir() / "faq-index"
+        index, problem = open_index(path, loaded.entries, loaded.raw, folder)
+        warnings = [*loaded.warnings, *([problem] if problem else [])]
+        return cls(path, loaded.entries, warnings, index, handoff_reply, confidence)
+
+    def retrieve(self, question: str, k: int = 3) -> Retrieval:
+        """The k best entries for the question; confident when the best covers enough of it."""
+        candidates = self.index.search(query_terms(question), limit=max(k, 1))
+        hits = [
+            FaqHit(
+                id=entry.id,
+                question=entry.question,
+                answer=entry.answer,
+                category=entry.category,
+                score=round(candidate.coverage, 4),
+            )
+            for candidate in candidates[:k]
+            if (entry := self._by_id.get(candidate.faq_id)) is not None
+        ]
+        confident = bool(hits) and hits[0].score >= self.confidence
+        return Retrieval(hits=hits, confident=confident)
+
+    def entry(self, faq_id: str) -> FaqEntry | None:
+        """The entry with this id, for showing a cited source in full."""
+        return self._by_id.get(faq_id)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def grounded_user_message(question: str, hits: list[FaqHit]) -> str:
+    """The newest user message of a FAQ turn: the entries to answer from, then the question.
+
+    The entries go here rather than in the system prompt so that earlier turns render to the
+    same tokens and the model's KV cache for them stays valid.
+    """
+    entries = "\n\n".join(f"[{hit.id}] {hit.question}\n{hit.answer}" for hit in hits)
+    return (
+        "Answer the customer's question using only the FAQ entries below. Keep the exact "
+        "numbers, names and time spans from the entry. End with the id of the entry you "
+        "used in square brackets, like [" + (hits[0].id if hits else "entry-id") + "]. "
+        "If the entries do not answer the question, say that a member of the support team "
+        "will help.\n\n"
+        f"FAQ entries:\n{entries}\n\n"
+        f"Customer question: {question.strip()}"
+    )

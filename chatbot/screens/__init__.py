@@ -1,0 +1,1 @@
+"""The chat app's modal screens; each returns its result by dismissing."""

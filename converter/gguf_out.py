@@ -1,0 +1,146 @@
+"""Streaming, atomic GGUF writing.
+
+Tensor infos (names, shapes, types) go into the header first; then each tensor is loaded,
+converted and written on its own, so peak memory stays near one tensor rather than the model.
+The file is written under a hidden temporary name in the output folder and renamed into place
+only when complete: an error, Ctrl-C or a kill never leaves a half-written file at the output.
+"""
+
+import contextlib
+import os
+import secrets
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import gguf
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from converter.errors import OutputError
+
+# Output types the converter writes itself; everything else goes through llama.cpp's quantizer.
+FLOAT_TYPES: dict[str, gguf.GGMLQuantizationType] = {
+    "F32": gguf.GGMLQuantizationType.F32,
+    "F16": gguf.GGMLQuantizationType.F16,
+    "BF16": gguf.GGMLQuantizationType.BF16,
+}
+_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+TEMP_SUFFIX = ".partial"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One GGUF tensor: its name, its shape (HF order: rows first) and how to load its data."""
+
+    name: str
+    shape: tuple[int, ...]
+    load: Callable[[], torch.Tensor]
+
+
+def tensor_type(spec: TensorSpec, float_type: str) -> str:
+    """Norms, biases and other 1-D tensors stay F32 (llama.cpp expects them so); matrices
+    take the requested float type."""
+    return "F32" if len(spec.shape) == 1 else float_type
+
+
+def temp_path_for(dest: Path, tag: str = "") -> Path:
+    """A hidden sibling of `dest`, unique to this process, that a rename can move into place."""
+    return dest.with_name(f".{dest.name}{tag}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
+
+
+@contextlib.contextmanager
+def atomic_output(dest: Path, tag: str = "") -> Iterator[Path]:
+    """Yield a temp path to write; rename it to `dest` on success, delete it on any failure."""
+    remove_stale_temps(dest)
+    temp = temp_path_for(dest, tag)
+    try:
+        yield temp
+        os.replace(temp, dest)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+
+
+def remove_stale_temps(dest: Path) -> None:
+    """Delete temp files a killed run left beside `dest` (their process no longer exists)."""
+    for temp in dest.parent.glob(f".{dest.name}*{TEMP_SUFFIX}"):
+        pid_part = temp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 1)[-1].split("-")[0]
+        if pid_part.isdigit() and not _alive(int(pid_part)):
+            temp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_gguf(
+    dest: Path,
+    arch: str,
+    add_metadata: Callable[[gguf.GGUFWriter], None],
+    tensors: Sequence[TensorSpec],
+    float_type: str,
+    *,
+    show_progress: bool = False,
+    atomic: bool = True,
+) -> dict[str, str]:
+    """Write a complete GGUF (atomically unless `dest` is already a temp path the caller
+    cleans up); returns each tensor's written type by name."""
+    types = {spec.name: tensor_type(spec, float_type) for spec in tensors}
+    with atomic_output(dest) if atomic else contextlib.nullcontext(dest) as path:
+        writer = gguf.GGUFWriter(path, arch)
+        add_metadata(writer)
+        for spec in tensors:
+            _add_info(writer, spec, types[spec.name])
+        try:
+            _write_file(writer, tensors, types, show_progress)
+        finally:
+            writer.close()
+    return types
+
+
+def _add_info(writer: gguf.GGUFWriter, spec: TensorSpec, type_name: str) -> None:
+    ggml_type = FLOAT_TYPES[type_name]
+    n_bytes = int(np.prod(spec.shape, dtype=np.int64)) * _TORCH_DTYPES[type_name].itemsize
+    writer.add_tensor_info(spec.name, spec.shape, _numpy_dtype(type_name), n_bytes, ggml_type)
+
+
+def _write_file(
+    writer: gguf.GGUFWriter,
+    tensors: Sequence[TensorSpec],
+    types: dict[str, str],
+    show_progress: bool,
+) -> None:
+    try:
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_ti_data_to_file()
+        for spec in tqdm(tensors, desc="Writing tensors", unit="tensor", disable=not show_progress):
+            writer.write_tensor_data(_to_numpy(spec, types[spec.name]))
+    except OSError as exc:
+        raise OutputError(f"cannot write {writer.path}: {exc.strerror or exc}") from exc
+
+
+def _numpy_dtype(type_name: str) -> np.dtype:
+    # BF16 travels as raw uint16 words; the writer takes the GGML type from raw_dtype.
+    return {"F32": np.dtype(np.float32), "F16": np.dtype(np.float16)}.get(
+        type_name, np.dtype(np.uint16)
+    )
+
+
+def _to_numpy(spec: TensorSpec, type_name: str) -> np.ndarray:
+    """Load one tensor, check its shape against the header, convert to the written type."""
+    tensor = spec.load()
+    if tuple(tensor.shape) != spec.shape:
+        raise ValueError(f"{spec.name}: loaded shape {tuple(tensor.shape)} != planned {spec.shape}")
+    tensor = tensor.detach().to("cpu", _TORCH_DTYPES[type_name]).contiguous()
+    if type_name == "BF16":
+        return tensor.view(torch.int16).numpy().view(np.uint16)
+    return tensor.numpy()

