@@ -1,45 +1,39 @@
-"""The Textual chat app: bindings, composition, and the two thread workers (load, reply).
+"""The Textual chat app: bindings, composition, and what spans widgets (model, conversations).
 
-The UI never touches llama.cpp or SQL directly: a `Session` does a turn, the `Store` lists and
-edits conversations. The model loads in a thread worker at startup, and each reply streams from
-a cancellable thread worker that posts its chunks to the reply's bubble, so the screen stays
-live and Esc stops a reply within one token.
+The UI never touches llama.cpp or SQL directly: the `ChatPanel` runs each turn through a
+`Session`, and the `Store` lists and edits conversations. The model loads in a thread worker
+at startup, so the window is live at once and a loading error is a notification, not a crash.
 """
 
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from textual import on, work
+from textual import work
 from textual.app import App, ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical
+from textual.containers import Horizontal
 from textual.message import Message
 from textual.widgets import Footer, ListView
-from textual.worker import get_current_worker
 
-from chatbot.engine import Engine, GenerationOptions, TextChunk
+from chatbot.engine import Engine, GenerationOptions
 from chatbot.errors import ChatbotError
+from chatbot.export import export_conversation
 from chatbot.screens.confirm import ConfirmScreen
-from chatbot.screens.export import ExportChoice, ExportScreen
+from chatbot.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.screens.help import HelpScreen
 from chatbot.screens.rename import RenameScreen
-from chatbot.session import Notice, Session, TurnResult
-from chatbot.store import Store
+from chatbot.store import Conversation, Store
+from chatbot.widgets.chat_panel import ChatPanel
 from chatbot.widgets.conversation_list import ConversationItem, ConversationList
+from chatbot.widgets.feedback import shown_errors
 from chatbot.widgets.input_box import InputBox
-from chatbot.widgets.message_view import (
-    MessageBubble,
-    MessageView,
-    ReplyChunk,
-    ReplyEnded,
-    ReplyNotice,
-)
+from chatbot.widgets.message_view import ReplyEnded
 from chatbot.widgets.status_line import StatusLine
 
 log = logging.getLogger("chatbot.app")
+CLOSE_WAIT_S = 30.0  # on quit, how long a reply may take to stop (one token, or a prompt eval)
 
 
 @dataclass
@@ -58,17 +52,16 @@ class ChatApp(App[None]):
     CSS_PATH = "app.tcss"
     TITLE = "Offline chatbot"
     BINDINGS = [
-        Binding("f1", "help", "Help"),
-        Binding("escape", "stop_reply", "Stop reply"),
-        Binding("ctrl+n", "new_conversation", "New"),
-        Binding("f2", "rename_conversation", "Rename conversation"),
-        Binding("f8", "delete_conversation", "Delete conversation"),
-        Binding("ctrl+s", "export_conversation", "Export"),
-        Binding("ctrl+f", "search", "Search conversations", show=False),
-        Binding("ctrl+l", "focus_list", "Go to the conversation list", show=False),
-        Binding("ctrl+o", "focus_input", "Go to the message editor", show=False),
-        Binding("ctrl+p", "command_palette", "Command palette (themes, keys)", show=False),
-        Binding("ctrl+q", "quit", "Quit", priority=True),
+        Binding("f1", "help", "Help", tooltip="Show every key"),
+        Binding("escape", "stop_reply", "Stop", tooltip="Stop the reply, keeping its text"),
+        Binding("ctrl+n", "new_conversation", "New", tooltip="Start a new conversation"),
+        Binding("f2", "rename_conversation", "Rename", tooltip="Rename the conversation"),
+        Binding("f8", "delete_conversation", "Delete", tooltip="Delete the conversation"),
+        Binding("ctrl+s", "export_conversation", "Export", tooltip="Export to Markdown or JSON"),
+        Binding("ctrl+f", "search", "Search", show=False, tooltip="Search the conversations"),
+        Binding("ctrl+l", "focus_list", "List", show=False, tooltip="Go to the conversation list"),
+        Binding("ctrl+o", "focus_input", "Editor", show=False, tooltip="Go to the message editor"),
+        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit"),
     ]
 
     def __init__(
@@ -83,28 +76,34 @@ class ChatApp(App[None]):
         super().__init__()
         self._engine_factory = engine_factory
         self.store = store
-        self.system_prompt = system_prompt
         self.knowledge_base = knowledge_base
-        self.options = options or GenerationOptions()
-        self.engine: Engine | None = None
-        self.engine_error: str | None = None
-        self.session: Session | None = None
-        self.conversation_id: int | None = None
-        self.replying = False
+        self.panel = ChatPanel(
+            store,
+            options=options or GenerationOptions(),
+            system_prompt=system_prompt,
+            knowledge_base=knowledge_base,
+            id="chat",
+        )
 
     def compose(self) -> ComposeResult:
         with Horizontal(id="main"):
             yield ConversationList(id="sidebar")
-            with Vertical(id="chat"):
-                yield MessageView(knowledge_base=self.knowledge_base, id="messages")
-                yield InputBox(id="input")
+            yield self.panel
         yield StatusLine(id="status")
         yield Footer()
+
+    @property
+    def engine(self) -> Engine | None:
+        return self.panel.engine
+
+    @property
+    def conversation_id(self) -> int | None:
+        return self.panel.conversation_id
 
     async def on_mount(self) -> None:
         self.load_engine()
         conversations = []
-        with self.shown_errors():
+        with shown_errors(self):
             conversations = self.store.list_conversations()
         await self.open_conversation(conversations[0].id if conversations else None)
         for warning in getattr(self.knowledge_base, "warnings", [])[:5]:
@@ -112,20 +111,13 @@ class ChatApp(App[None]):
         self.query_one(InputBox).focus()
 
     async def on_unmount(self) -> None:
-        """Stop a running reply, then free the model (its lock waits for the reply to end)."""
-        self.workers.cancel_group(self, "reply")
+        """Let a running reply stop and save its partial text, then free the model."""
+        if not self.panel.stop(wait_s=CLOSE_WAIT_S):
+            log.warning("the reply did not stop within %s s of closing", CLOSE_WAIT_S)
         if self.engine is not None:
             self.engine.close()
 
-    @contextmanager
-    def shown_errors(self) -> Iterator[None]:
-        """Turn a ChatbotError into an error notification: the app never crashes on one."""
-        try:
-            yield
-        except ChatbotError as exc:
-            self.notify(str(exc), severity="error", markup=False)
-
-    # Engine
+    # Model
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
     def load_engine(self) -> None:
@@ -143,53 +135,69 @@ class ChatApp(App[None]):
             engine.close()  # the app closed while the model was loading
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
-        self.engine = message.engine
+        self.panel.engine = message.engine
         status = self.query_one(StatusLine)
         status.set_engine(message.engine.info)
         status.set_state("Ready")
 
     def on_engine_failed(self, message: EngineFailed) -> None:
-        self.engine_error = message.error
+        self.panel.engine_error = message.error
         self.query_one(StatusLine).set_state("No model")
         self.notify(message.error, title="Model", severity="error", timeout=30, markup=False)
+
+    # Replies
+
+    def on_input_box_submitted(self) -> None:
+        if self.panel.replying:
+            self.query_one(StatusLine).set_state("Writing…")
+
+    async def on_reply_ended(self, message: ReplyEnded) -> None:
+        status = self.query_one(StatusLine)
+        status.set_state("Ready")
+        if message.result is not None and message.result.stats is not None:
+            status.set_reply(message.result.stats)
+        await self.refresh_list()
+
+    def action_stop_reply(self) -> None:
+        """Esc: stop the reply; the session saves the partial text, marked as stopped."""
+        if self.panel.replying:
+            self.panel.stop()
+            self.query_one(StatusLine).set_state("Stopping…")
 
     # Conversations
 
     async def open_conversation(self, conversation_id: int | None) -> None:
         """Show a saved conversation (None: a new, empty one) and its last reply's numbers."""
-        messages, turns = [], []
-        with self.shown_errors():
-            if conversation_id is not None:
-                messages = self.store.messages(conversation_id)
-                turns = self.store.turns(conversation_id)
-        self.conversation_id = conversation_id
-        self.session = None
-        await self.query_one(MessageView).show_history(messages)
+        turns = []
+        with shown_errors(self):
+            turns = self.store.turns(conversation_id) if conversation_id is not None else []
+        await self.panel.open(conversation_id)
         self.query_one(StatusLine).set_reply(turns[-1] if turns else None)
         await self.refresh_list()
 
     async def refresh_list(self) -> None:
         sidebar = self.query_one(ConversationList)
-        with self.shown_errors():
+        with shown_errors(self):
             found = self.store.list_conversations(search=sidebar.search_text or None)
             await sidebar.show(found, self.conversation_id)
 
-    def target_id(self) -> int | None:
-        """The conversation an action applies to: the highlighted one in the list, else the open one."""
+    def target(self, verb: str) -> Conversation | None:
+        """The conversation an action applies to: highlighted in the focused list, else open."""
         list_view = self.query_one("#conversations", ListView)
         item = list_view.highlighted_child
         if list_view.has_focus and isinstance(item, ConversationItem):
-            return item.conversation_id
-        return self.conversation_id
-
-    def busy(self) -> bool:
-        """True (and says so) while a reply is being written."""
-        if self.replying:
-            self.notify("A reply is being written; press Esc to stop it first.", markup=False)
-        return self.replying
+            target_id: int | None = item.conversation_id
+        else:
+            target_id = self.conversation_id
+        if target_id is None:
+            self.notify(f"Nothing to {verb} yet: send a message first.", markup=False)
+            return None
+        with shown_errors(self):
+            return self.store.get_conversation(target_id)
+        return None
 
     async def on_conversation_list_chosen(self, message: ConversationList.Chosen) -> None:
-        if message.conversation_id != self.conversation_id and not self.busy():
+        if message.conversation_id != self.conversation_id and not self.panel.busy():
             await self.open_conversation(message.conversation_id)
         self.query_one(InputBox).focus()
 
@@ -197,64 +205,53 @@ class ChatApp(App[None]):
         await self.refresh_list()
 
     async def action_new_conversation(self) -> None:
-        if not self.busy():
+        if not self.panel.busy():
             await self.open_conversation(None)
             self.query_one(InputBox).focus()
 
     def action_rename_conversation(self) -> None:
-        target = self.target_id()
-        if target is None:
-            self.notify("Nothing to rename yet: send a message first.", markup=False)
+        if (chosen := self.target("rename")) is None:
             return
-        with self.shown_errors():
-            title = self.store.get_conversation(target).title
 
-            async def rename(new_title: str | None) -> None:
-                if new_title:
-                    with self.shown_errors():
-                        self.store.rename_conversation(target, new_title)
-                    await self.refresh_list()
+        async def rename(title: str | None) -> None:
+            if title:
+                with shown_errors(self):
+                    self.store.rename_conversation(chosen.id, title)
+                await self.refresh_list()
 
-            self.push_screen(RenameScreen(title), rename)
+        self.push_screen(RenameScreen(chosen.title), rename)
 
     def action_delete_conversation(self) -> None:
-        target = self.target_id()
-        if target is None or (target == self.conversation_id and self.busy()):
+        chosen = self.target("delete")
+        if chosen is None or (chosen.id == self.conversation_id and self.panel.busy()):
             return
-        with self.shown_errors():
-            title = self.store.get_conversation(target).title
 
-            async def delete(confirmed: bool | None) -> None:
-                if not confirmed:
-                    return
-                with self.shown_errors():
-                    self.store.delete_conversation(target)
-                    self.notify(f"Deleted “{title}”.", markup=False)
-                if target == self.conversation_id:
-                    await self.open_conversation(None)
-                else:
-                    await self.refresh_list()
+        async def delete(confirmed: bool | None) -> None:
+            if not confirmed:
+                return
+            with shown_errors(self):
+                self.store.delete_conversation(chosen.id)
+                self.notify(f"Deleted “{chosen.title}”.", markup=False)
+            if chosen.id == self.conversation_id:
+                await self.open_conversation(None)
+            else:
+                await self.refresh_list()
 
-            self.push_screen(ConfirmScreen(f"Delete “{title}” and all its messages?"), delete)
+        self.push_screen(ConfirmScreen(f"Delete “{chosen.title}” and all its messages?"), delete)
 
     def action_export_conversation(self) -> None:
-        target = self.target_id()
-        if target is None:
-            self.notify("Nothing to export yet: send a message first.", markup=False)
+        if (chosen := self.target("export")) is None:
             return
-        with self.shown_errors():
-            title = self.store.get_conversation(target).title
 
-            def export(choice: ExportChoice | None) -> None:
-                if choice is None:
-                    return
-                from chatbot.export import export_conversation  # TEMP until export.py exists
-
-                with self.shown_errors():
-                    path = export_conversation(self.store, target, choice.fmt, choice.path)
+        def export(choice: ExportChoice | None) -> None:
+            if choice is not None:
+                with shown_errors(self):
+                    path = write_export(
+                        export_conversation(self.store, chosen.id, choice.fmt), choice.path
+                    )
                     self.notify(f"Exported to {path}", title="Export", markup=False)
 
-            self.push_screen(ExportScreen(title, target), export)
+        self.push_screen(ExportScreen(chosen.title, chosen.id), export)
 
     def action_search(self) -> None:
         self.query_one(ConversationList).focus_search()
@@ -267,91 +264,3 @@ class ChatApp(App[None]):
 
     def action_help(self) -> None:
         self.push_screen(HelpScreen(self.BINDINGS))
-
-    # Replies
-
-    async def on_input_box_submitted(self, message: InputBox.Submitted) -> None:
-        """Send the editor's text; it stays in the editor when it cannot be sent."""
-        if self.busy():
-            return
-        if self.engine is None:
-            why = self.engine_error or "The model is still loading; your message stays in the box."
-            self.notify(why, severity="warning", markup=False)
-            return
-        if not message.text.strip():
-            self.notify("The message is empty; type something to send.", markup=False)
-            return
-        with self.shown_errors():
-            if self.session is None:
-                self.session = Session(
-                    self.engine,
-                    self.store,
-                    conversation_id=self.conversation_id,
-                    system_prompt=self.system_prompt,
-                    knowledge_base=self.knowledge_base,
-                    options=self.options,
-                )
-            text = message.input_box.take_text()
-            self.replying = True
-            self.query_one(StatusLine).set_state("Writing…")
-            bubble = await self.query_one(MessageView).start_turn(text)
-            self.generate(self.session, text, bubble)
-
-    @work(thread=True, exclusive=True, group="reply", exit_on_error=False)
-    def generate(self, session: Session, text: str, bubble: MessageBubble) -> None:
-        """Run one turn, posting chunks to the bubble in order; Esc cancels this worker."""
-        worker = get_current_worker()
-        saved_before = self._saved_count(session)
-        result: TurnResult | None = None
-        error: str | None = None
-        try:
-            for item in session.send(text, lambda: worker.is_cancelled):
-                if isinstance(item, TextChunk):
-                    bubble.post_message(ReplyChunk(item.text))
-                elif isinstance(item, Notice):
-                    bubble.post_message(ReplyNotice(item.text, item.level))
-                else:
-                    result = item
-        except ChatbotError as exc:
-            error = str(exc)
-        except Exception as exc:  # an engine failing in an unforeseen way must not kill the app
-            log.exception("generating a reply failed")
-            error = f"the reply failed: {exc}"
-        saved = self._saved_count(session) > saved_before
-        bubble.post_message(ReplyEnded(result, error, text, user_saved=saved or result is not None))
-
-    def _saved_count(self, session: Session) -> int:
-        try:
-            return len(session.messages())
-        except ChatbotError:
-            return 0
-
-    async def on_reply_notice(self, message: ReplyNotice) -> None:
-        severity = "warning" if message.level == "warning" else "information"
-        self.notify(message.text, severity=severity, markup=False)
-
-    async def on_reply_ended(self, message: ReplyEnded) -> None:
-        self.replying = False
-        status = self.query_one(StatusLine)
-        status.set_state("Ready")
-        if self.session is not None:
-            self.conversation_id = self.session.conversation_id
-        result = message.result
-        if result is not None and result.stats is not None:
-            status.set_reply(result.stats)
-        if result is not None and result.stopped:
-            self.notify("Reply stopped; the partial text is kept.", markup=False)
-        if message.error is not None:
-            self.notify(message.error, severity="error", markup=False)
-            editor = self.query_one(InputBox)
-            if not message.user_saved and not editor.text:
-                editor.text = message.text  # nothing was saved: give the text back to edit
-            await self.open_conversation(self.conversation_id)  # show exactly what was saved
-        else:
-            await self.refresh_list()
-
-    def action_stop_reply(self) -> None:
-        """Esc: cancel the reply worker; the session saves the partial reply as stopped."""
-        if self.replying:
-            self.workers.cancel_group(self, "reply")
-            self.query_one(StatusLine).set_state("Stopping…")

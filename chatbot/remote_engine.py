@@ -112,6 +112,10 @@ class RemoteEngine:
                     final["finish_reason"] = "cancelled"
                     break
         end = time.perf_counter()
+        if "finish_reason" not in final:  # every server ends a whole reply with one
+            raise EngineError(
+                f"{self.base_url} ended the reply stream before the reply was complete"
+            )
         yield self._stats(messages, final, pieces, start, first, end)
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:

@@ -145,7 +145,7 @@ class Handoff:
 
 def now() -> str:
     """UTC timestamp, sortable as text."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -205,13 +205,8 @@ class Store:
         """
         if not migrations.pending(self.db):
             return
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
+        with self._write("update the database schema"):
             migrations.apply(self.db)
-        except BaseException:
-            self.db.rollback()
-            raise
-        self.db.commit()
 
     @contextmanager
     def _guard(self, action: str) -> Iterator[None]:
@@ -231,6 +226,20 @@ class Store:
                 raise StoreError(
                     f"cannot {action} in {self.path}: {exc} (is it a chatbot database?)"
                 ) from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[None]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front (waiting up to
+        the busy timeout): a deferred transaction that reads first cannot wait for the lock
+        and fails at once when another process wrote meanwhile."""
+        with self._guard(action):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.commit()
 
     def close(self) -> None:
         with self._lock:
@@ -258,7 +267,7 @@ class Store:
             "system_prompt": system_prompt,
             "model": model,
         }
-        with self._guard("create a conversation"), self.db.atomic():
+        with self._write("create a conversation"):
             cid = self.db["conversations"].insert(row).last_pk
         return Conversation(id=cid, **row)
 
@@ -292,14 +301,14 @@ class Store:
         if not title:
             raise StoreError("a conversation title cannot be empty")
         self.get_conversation(conversation_id)
-        with self._guard("rename a conversation"), self.db.atomic():
+        with self._write("rename a conversation"):
             self.db["conversations"].update(conversation_id, {"title": title})
         return self.get_conversation(conversation_id)
 
     def delete_conversation(self, conversation_id: int) -> None:
         """Delete a conversation with its messages and turns."""
         self.get_conversation(conversation_id)
-        with self._guard("delete a conversation"), self.db.atomic():
+        with self._write("delete a conversation"):
             for table in ("turns", "messages"):
                 self.db.execute(f"DELETE FROM {table} WHERE conversation_id = ?", [conversation_id])
             self.db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
@@ -336,7 +345,7 @@ class Store:
             "sources": json.dumps(list(sources)),
             "handoff": int(handoff),
         }
-        with self._guard("save a message"), self.db.atomic():
+        with self._write("save a message"):
             mid = self.db["messages"].insert(row).last_pk
             self.db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id]
@@ -348,7 +357,7 @@ class Store:
     def add_turn(self, turn: TurnRecord) -> int:
         row = {k: v for k, v in turn.__dict__.items() if k != "id"}
         row["created_at"] = turn.created_at or now()
-        with self._guard("log a turn"), self.db.atomic():
+        with self._write("log a turn"):
             return self.db["turns"].insert(row).last_pk
 
     def turns(self, conversation_id: int | None = None) -> list[TurnRecord]:

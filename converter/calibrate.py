@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import gguf
 import numpy as np
 import torch
 from torch import nn
@@ -155,21 +154,15 @@ def collect_imatrix(model: nn.Module, windows: list[torch.Tensor]) -> dict[str, 
     return run_pass(model, windows, blocks=False).imatrix()
 
 
-def gguf_imatrix(
-    imatrix: dict[str, np.ndarray], arch: str, n_blocks: int, *, tied: bool
-) -> dict[str, np.ndarray]:
-    """HF module names -> GGUF tensor names, the keys llama.cpp's quantizer looks up.
+def gguf_imatrix(imatrix: dict[str, np.ndarray], architecture) -> dict[str, np.ndarray]:
+    """HF module names -> GGUF tensor names (the keys llama.cpp's quantizer looks up).
 
     With tied embeddings the output layer is token_embd itself, so its statistics go there.
     """
-    model_arch = next(k for k, v in gguf.MODEL_ARCH_NAMES.items() if v == arch)
-    name_map = gguf.get_tensor_name_map(model_arch, n_blocks)
     out = {}
     for hf_name, values in imatrix.items():
-        if hf_name == "lm_head":
-            out["token_embd.weight" if tied else "output.weight"] = values
-            continue
-        name = name_map.get_name(hf_name + ".weight", try_suffixes=(".weight",))
-        if name is not None:
+        if hf_name == "lm_head" and architecture.tied_embeddings:
+            out["token_embd.weight"] = values
+        elif (name := architecture.gguf_name(hf_name + ".weight")) is not None:
             out[name] = values
     return out

@@ -14,6 +14,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from converter.errors import ConverterError
+from converter.optimize import format_summary
+from converter.optimize_args import add_optimize_arguments, optimize_options
 from converter.paths import DEFAULT_QUANT
 
 Builder = Callable[[argparse._SubParsersAction], None]
@@ -65,6 +67,7 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     parser.add_argument("--threads", type=int, help="quantizer threads (default: every core)")
     _add_plan_options(parser, required=False)
+    add_optimize_arguments(parser)
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars and no table")
     parser.set_defaults(handler=_run_convert)
 
@@ -80,10 +83,13 @@ def _run_convert(args: argparse.Namespace) -> int:
         threads=args.threads,
         gpu_memory=_gpu_memory(args),
         ctx=args.ctx,
+        say=None if args.quiet else print,
+        **optimize_options(args),
     )
     result = convert(args.source, args.output, options)
     if not args.quiet:
         print(result.report.format_table())
+        print(format_summary(result.report.extra))
         if "offload" in result.report.extra:
             print(f"  offload plan: {result.report.extra['offload']['summary']}")
     print(result.output)

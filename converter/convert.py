@@ -8,17 +8,15 @@ checked is checked before the first byte is written.
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gguf
 import numpy as np
-import torch
 
-from converter.architectures import architecture_for
-from converter.architectures.base import Architecture
-from converter.checkpoint import Checkpoint
+from converter import optimize
 from converter.errors import OutputError
 from converter.gguf_out import FLOAT_TYPES, TensorSpec, temp_path_for, write_gguf
 from converter.info import tensor_types_by_name
@@ -27,6 +25,10 @@ from converter.paths import DEFAULT_QUANT
 from converter.quantize import check_quant, quantize_gguf
 from converter.report import Report, Timings, types_by_kind
 from converter.source import Source, resolve_source
+
+if TYPE_CHECKING:  # torch-backed: imported when a checkpoint is loaded, not for input errors
+    from converter.architectures.base import Architecture
+    from converter.checkpoint import Checkpoint
 
 _FILE_TYPES = {
     "F32": gguf.LlamaFileType.ALL_F32,
@@ -51,6 +53,18 @@ class ConvertOptions:
     # GPU memory in bytes: when set, an offload plan for it is stored in the GGUF.
     gpu_memory: int | None = None
     ctx: int = DEFAULT_CTX  # context the offload plan sizes the KV cache for
+    # Calibration, pruning, healing and the computed importance matrix (converter.optimize).
+    calibration: list[Path] = field(default_factory=list)  # default: data/calibration
+    prune_layers: int = 0
+    prune_ffn: float = 0.0
+    prune_heads: float = 0.0  # KV-head groups per block, or a ratio below 1
+    prune: float = 0.0  # automatic plan: about this share of the block parameters
+    per_layer: bool = False  # let widths differ per block (written as deci)
+    heal_steps: int = 0
+    device: str = "auto"
+    use_imatrix: bool = True  # computed from calibration when quantizing below 8 bits
+    evaluate: bool = False  # perplexity and speed before/after in the report
+    say: Callable[[str], None] | None = None  # where the pruning plan is printed
 
 
 @dataclass
@@ -66,8 +80,8 @@ class Prepared:
     """A checkpoint ready to write: its architecture writer and tensor plan, all validated."""
 
     source: Source
-    checkpoint: Checkpoint
-    architecture: Architecture
+    checkpoint: "Checkpoint"
+    architecture: "Architecture"
     tensors: list[TensorSpec]
 
 
@@ -77,13 +91,33 @@ def convert(
     """Convert SOURCE (folder or hub id) into the GGUF `output`."""
     options = options or ConvertOptions()
     timings = Timings()
-    quant = check_quant(options.quant, has_imatrix=bool(options.imatrix))
+    check_quant(options.quant, has_imatrix=bool(options.imatrix) or optimize.wants_imatrix(options))
     output = check_output(Path(output))
     with timings.step("load"):
         src = resolve_source(source)
         check_not_source(src.path, output)
-        checkpoint = Checkpoint.open(src.path, allow_pickle=options.allow_pickle)
-        prepared = prepare(src, checkpoint)
+        checkpoint = load_checkpoint(src, options)
+    if optimize.wanted(options):
+        return optimize.convert_optimized(checkpoint, output, options, source=src, timings=timings)
+    return convert_checkpoint(checkpoint, output, options, source=src, timings=timings)
+
+
+def convert_checkpoint(
+    checkpoint: "Checkpoint",
+    output: Path,
+    options: ConvertOptions | None = None,
+    *,
+    source: Source | None = None,
+    timings: Timings | None = None,
+) -> ConversionResult:
+    """The pipeline from a loaded checkpoint on; also takes an in-memory (pruned) one."""
+    options = options or ConvertOptions()
+    timings = timings if timings is not None else Timings()
+    quant = check_quant(options.quant, has_imatrix=bool(options.imatrix))
+    output = check_output(Path(output))
+    source = source or Source(path=checkpoint.tokenizer_dir, spec=str(checkpoint.tokenizer_dir))
+    with timings.step("prepare"):
+        prepared = prepare(source, checkpoint)
     extra: dict[str, Any] = {}
     sizes = write_output(prepared, output, quant, options, timings, extra)
     if options.gpu_memory is not None:
@@ -123,8 +157,17 @@ def check_not_source(source_dir: Path, output: Path) -> None:
         )
 
 
-def prepare(source: Source, checkpoint: Checkpoint) -> Prepared:
+def load_checkpoint(source: Source, options: ConvertOptions) -> "Checkpoint":
+    """Index the checkpoint's config and weights (memory-mapped; no tensor data read)."""
+    from converter.checkpoint import Checkpoint
+
+    return Checkpoint.open(source.path, allow_pickle=options.allow_pickle)
+
+
+def prepare(source: Source, checkpoint: "Checkpoint") -> Prepared:
     """Pick the architecture writer and plan every tensor (shapes only, no data read)."""
+    from converter.architectures import architecture_for
+
     architecture = architecture_for(checkpoint)
     return Prepared(source, checkpoint, architecture, architecture.tensor_specs())
 
@@ -192,6 +235,8 @@ def write_float_gguf(
 
 def source_float_type(prepared: Prepared) -> str:
     """Quantize from the source's own float type, so the quantizer sees the exact weights."""
+    import torch
+
     dtypes = {info.dtype for _, info in prepared.checkpoint.items() if len(info.shape) == 2}
     if dtypes == {torch.bfloat16}:
         return "BF16"

@@ -33,7 +33,7 @@ def ensure_default_checkpoint() -> Path:
     if _is_complete(target):
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(f"{target}.lock"):
+    with _lock(target):
         if _is_complete(target):  # another process finished it while we waited
             return target
         _build_checkpoint(target)
@@ -46,7 +46,7 @@ def ensure_default_gguf(quant: str = DEFAULT_QUANT) -> Path:
     if path.is_file():
         return path
     checkpoint = ensure_default_checkpoint()
-    with FileLock(f"{path}.lock"):
+    with _lock(path):
         if path.is_file():
             return path
         # Imported here: the converter pulls in torch, which callers of the checkpoint alone
@@ -92,6 +92,13 @@ def wheel_gguf() -> Path:
     )
 
 
+def _lock(target: Path) -> FileLock:
+    """One builder per target across processes; lock files live apart, in models/.locks."""
+    locks = target.parent / ".locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(locks / f"{target.name}.lock")
+
+
 def _is_complete(folder: Path) -> bool:
     """A finished build: config, tokenizer and at least one safetensors file."""
     return all((folder / name).is_file() for name in _REQUIRED) and any(
@@ -112,6 +119,7 @@ def _build_checkpoint(target: Path) -> None:
             )
         if target.exists():  # a leftover of an older, incomplete layout
             shutil.rmtree(target)
+        work.chmod(0o755)  # mkdtemp's 0o700 would hide the model from other users
         work.rename(target)
         _say(f"default checkpoint ready: {target}")
     finally:
@@ -126,11 +134,21 @@ def _download(work: Path) -> bool:
     try:
         snapshot_download(DEFAULT_HUB_ID, allow_patterns=HUB_PATTERNS, local_dir=work)
     except Exception as exc:  # noqa: BLE001 - any failure: fall back to the offline copy
-        _say(f"download failed ({str(exc).splitlines()[0][:160] if str(exc) else exc!r})")
-        for child in work.iterdir():
-            shutil.rmtree(child) if child.is_dir() else child.unlink()
+        reason = str(exc).splitlines()[0][:160] if str(exc) else type(exc).__name__
+        _say(f"download failed ({reason}); using the offline copy instead")
+        _empty(work)
         return False
+    shutil.rmtree(work / ".cache", ignore_errors=True)  # huggingface_hub's download metadata
     return _is_complete(work)
+
+
+def _empty(folder: Path) -> None:
+    """Remove everything inside `folder` (a failed download's pieces)."""
+    for child in folder.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
 
 
 def _rebuild_from_wheel(work: Path) -> None:

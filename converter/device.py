@@ -5,15 +5,20 @@ when torch sees one, and the dtype follows the device (bfloat16 on GPU, float32 
 bfloat16 matmuls are slow and lose precision for nothing).
 """
 
-import torch
+from typing import TYPE_CHECKING
 
 from converter.errors import ConverterError
+
+if TYPE_CHECKING:  # torch loads only when a torch step runs, not for `converter --help`
+    import torch
 
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def resolve_device(name: str = "auto") -> torch.device:
+def resolve_device(name: str = "auto") -> "torch.device":
     """The torch device for `--device`; asking for cuda without one is the user's to fix."""
+    import torch
+
     if name not in DEVICES:
         raise ConverterError(f"unknown device {name!r}: use one of {', '.join(DEVICES)}")
     if name == "auto":
@@ -23,6 +28,8 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def dtype_for(device: torch.device) -> torch.dtype:
+def dtype_for(device: "torch.device") -> "torch.dtype":
     """bfloat16 on a GPU, float32 on the CPU."""
+    import torch
+
     return torch.bfloat16 if device.type == "cuda" else torch.float32

@@ -75,7 +75,7 @@ def tokenize_gguf(gguf_path: Path, text: str) -> TokenizedText:
 
 
 def token_windows(tokens: TokenizedText, ctx: int) -> list[list[int]]:
-    """Consecutive full `ctx`-token windows, the first token replaced by BOS when the model uses it."""
+    """Consecutive full `ctx`-token windows; the first token becomes BOS when the model uses it."""
     if ctx < 4:
         raise ConverterError(f"context {ctx} is too small for perplexity; use at least 4 tokens")
     n = len(tokens.ids) // ctx

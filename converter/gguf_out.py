@@ -12,13 +12,16 @@ import secrets
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gguf
 import numpy as np
-import torch
 from tqdm import tqdm
 
 from converter.errors import OutputError
+
+if TYPE_CHECKING:
+    import torch
 
 # Output types the converter writes itself; everything else goes through llama.cpp's quantizer.
 FLOAT_TYPES: dict[str, gguf.GGMLQuantizationType] = {
@@ -26,7 +29,7 @@ FLOAT_TYPES: dict[str, gguf.GGMLQuantizationType] = {
     "F16": gguf.GGMLQuantizationType.F16,
     "BF16": gguf.GGMLQuantizationType.BF16,
 }
-_TORCH_DTYPES = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}
+_ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
 TEMP_SUFFIX = ".partial"
 
 
@@ -36,7 +39,7 @@ class TensorSpec:
 
     name: str
     shape: tuple[int, ...]
-    load: Callable[[], torch.Tensor]
+    load: Callable[[], "torch.Tensor"]
 
 
 def tensor_type(spec: TensorSpec, float_type: str) -> str:
@@ -108,7 +111,7 @@ def write_gguf(
 
 def _add_info(writer: gguf.GGUFWriter, spec: TensorSpec, type_name: str) -> None:
     ggml_type = FLOAT_TYPES[type_name]
-    n_bytes = int(np.prod(spec.shape, dtype=np.int64)) * _TORCH_DTYPES[type_name].itemsize
+    n_bytes = int(np.prod(spec.shape, dtype=np.int64)) * _ITEM_BYTES[type_name]
     writer.add_tensor_info(spec.name, spec.shape, _numpy_dtype(type_name), n_bytes, ggml_type)
 
 
@@ -137,10 +140,13 @@ def _numpy_dtype(type_name: str) -> np.dtype:
 
 def _to_numpy(spec: TensorSpec, type_name: str) -> np.ndarray:
     """Load one tensor, check its shape against the header, convert to the written type."""
+    import torch  # here, so the CLI answers --help and input errors without loading torch
+
     tensor = spec.load()
     if tuple(tensor.shape) != spec.shape:
         raise ValueError(f"{spec.name}: loaded shape {tuple(tensor.shape)} != planned {spec.shape}")
-    tensor = tensor.detach().to("cpu", _TORCH_DTYPES[type_name]).contiguous()
+    dtype = {"F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16}[type_name]
+    tensor = tensor.detach().to("cpu", dtype).contiguous()
     if type_name == "BF16":
         return tensor.view(torch.int16).numpy().view(np.uint16)
     return tensor.numpy()

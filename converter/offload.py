@@ -76,25 +76,35 @@ class ModelFigures:
     n_ff: int  # largest FFN width of any block
     n_vocab: int
 
-    def kv_bytes(self, n_ctx: int, blocks: range | None = None) -> int:
-        """F16 K and V cache bytes at a context of `n_ctx` tokens (padded like llama.cpp)."""
-        cells = -(-n_ctx // CTX_PAD) * CTX_PAD
-        heads = self.kv_heads if blocks is None else [self.kv_heads[i] for i in blocks]
-        return cells * sum(heads) * (self.head_dim_k + self.head_dim_v) * KV_ELEMENT_BYTES
+    def kv_bytes(self, n_ctx: int, flash_attn: bool, blocks: range | None = None) -> int:
+        """F16 K and V cache bytes at a context of `n_ctx` tokens, as llama.cpp sizes them.
 
-    def compute_bytes(self, n_ctx: int, flash_attn: bool) -> int:
-        """Estimated compute buffer: the larger of logits and attention scores, plus activations.
-
-        llama.cpp reserves it for a worst-case batch of N_UBATCH tokens; its allocator reuses
-        memory between ops, so the peak is the largest stage, not the sum.
+        The context is padded to CTX_PAD cells. Without flash attention V is stored transposed,
+        and when blocks differ in KV width every block's V is padded to the widest.
         """
         cells = -(-n_ctx // CTX_PAD) * CTX_PAD
-        ubatch = min(N_UBATCH, cells)
-        logits = ubatch * self.n_vocab * F32_BYTES
-        mask = cells * ubatch * F32_BYTES
+        heads = self.kv_heads if blocks is None else [self.kv_heads[i] for i in blocks]
+        v_heads = [max(self.kv_heads)] * len(heads) if not flash_attn else heads
+        per_cell = sum(heads) * self.head_dim_k + sum(v_heads) * self.head_dim_v
+        return cells * per_cell * KV_ELEMENT_BYTES
+
+    def compute_bytes(self, n_ctx: int, flash_attn: bool) -> int:
+        """Estimated compute buffer: the largest stage of a worst-case batch.
+
+        llama.cpp reserves it for one batch of min(N_UBATCH, n_ctx) tokens and reuses memory
+        between ops, so the peak is one stage plus the hidden states alive beside it: the output
+        (logits), attention (scores and mask, no scores with flash attention) or the FFN.
+        Fitted to llama.cpp's reports on SmolLM2: 98.25 MiB at 512 tokens, 166.4 MiB at 8192.
+        """
+        cells = -(-n_ctx // CTX_PAD) * CTX_PAD
+        ubatch = min(N_UBATCH, n_ctx)
+        hidden = ubatch * self.n_embd * F32_BYTES
+        logits = ubatch * self.n_vocab * F32_BYTES + 2 * hidden
         scores = 0 if flash_attn else self.n_head * cells * ubatch * F32_BYTES
-        activations = ubatch * (3 * self.n_embd + 2 * self.n_ff) * F32_BYTES
-        return max(logits, scores + mask) + activations
+        mask = cells * ubatch * (KV_ELEMENT_BYTES if flash_attn else F32_BYTES)  # F16 with FA
+        attention = scores + mask + 6 * hidden
+        ffn = 3 * ubatch * self.n_ff * F32_BYTES + 2 * hidden
+        return max(logits, attention, ffn)
 
 
 @dataclass(frozen=True)
@@ -212,7 +222,7 @@ def gpu_bytes(
     blocks = range(model.n_layer - n_blocks, model.n_layer)
     total = model.output_bytes + sum(model.block_bytes[i] for i in blocks)
     if offload_kqv:
-        total += model.kv_bytes(n_ctx, blocks)
+        total += model.kv_bytes(n_ctx, flash_attn, blocks)
     return total + model.compute_bytes(n_ctx, flash_attn)
 
 
@@ -222,27 +232,19 @@ def usable_bytes(gpu_memory: int) -> int:
 
 
 def plan_offload(model: ModelFigures, gpu_memory: int, n_ctx: int = DEFAULT_CTX) -> OffloadPlan:
-    """Offload as many layers as fit, preferring the KV cache on the GPU with flash attention.
+    """Offload as many layers as fit, preferring the KV cache on the GPU.
 
     With the KV cache on the GPU each layer costs more; if keeping it on the CPU lets more layers
-    fit, that wins. Flash attention goes with a GPU-side cache: it shrinks the compute buffer.
+    fit, that wins. Flash attention is on whenever anything is offloaded: without it the
+    attention scores (heads x context x batch floats) dominate the compute buffer at long
+    contexts, and llama.cpp runs it on the CPU as well as on CUDA, Metal and Vulkan.
     """
     check_ctx(n_ctx)
     budget = usable_bytes(gpu_memory)
-    best = (0, False, False)
-    for offload_kqv in (True, False):
-        flash_attn = offload_kqv
-        layers = next(
-            (
-                n
-                for n in range(model.n_layer + 1, 0, -1)
-                if gpu_bytes(model, n, n_ctx, offload_kqv, flash_attn) <= budget
-            ),
-            0,
-        )
-        if layers > best[0]:
-            best = (layers, offload_kqv, flash_attn)
-    n_gpu_layers, offload_kqv, flash_attn = best
+    fitting = {kqv: _most_layers(model, budget, n_ctx, kqv) for kqv in (True, False)}
+    n_gpu_layers = max(fitting.values())
+    offload_kqv = n_gpu_layers > 0 and fitting[True] == n_gpu_layers
+    flash_attn = n_gpu_layers > 0
     return OffloadPlan(
         model=model,
         gpu_memory=gpu_memory,
@@ -251,10 +253,17 @@ def plan_offload(model: ModelFigures, gpu_memory: int, n_ctx: int = DEFAULT_CTX)
         n_gpu_layers=n_gpu_layers,
         offload_kqv=offload_kqv,
         flash_attn=flash_attn,
-        kv_bytes=model.kv_bytes(n_ctx),
+        kv_bytes=model.kv_bytes(n_ctx, flash_attn),
         compute_bytes=model.compute_bytes(n_ctx, flash_attn),
         gpu_bytes=gpu_bytes(model, n_gpu_layers, n_ctx, offload_kqv, flash_attn),
     )
+
+
+def _most_layers(model: ModelFigures, budget: int, n_ctx: int, offload_kqv: bool) -> int:
+    for n in range(model.n_layer + 1, 0, -1):
+        if gpu_bytes(model, n, n_ctx, offload_kqv, True) <= budget:
+            return n
+    return 0
 
 
 def plan_file(path: Path, gpu_memory: int, n_ctx: int = DEFAULT_CTX) -> OffloadPlan:

@@ -12,6 +12,7 @@ so K-quants apply); per-layer widths are written as `deci` (converter.architectu
 
 import copy
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -19,6 +20,9 @@ from torch import nn
 
 from converter.calibrate import CalibrationStats
 from converter.errors import ConverterError
+
+if TYPE_CHECKING:
+    from converter.checkpoint import Checkpoint
 
 K_QUANT_BLOCK = 256
 
@@ -341,3 +345,27 @@ def candidates_table(candidates: list[Candidate], chosen: PrunePlan) -> str:
     rows = [f"  {'blocks':>6}  {'ffn_ratio':>9}  {'kv-':>5}  {'removed':>7}  {'loss':>8}"]
     rows += [("* " if c.plan is chosen else "  ") + c.row() for c in candidates]
     return "\n".join(rows)
+
+
+def pruned_checkpoint(model: nn.Module, source_config: dict, tokenizer_dir) -> "Checkpoint":
+    """The pruned torch model as an in-memory checkpoint the GGUF writer takes."""
+    from converter.architectures.deci import PRUNED_LLAMA
+    from converter.checkpoint import Checkpoint
+
+    c = model.config
+    config = dict(source_config)
+    for key in ("num_hidden_layers", "intermediate_size", "num_attention_heads",
+                "num_key_value_heads", "head_dim", "layer_types"):  # fmt: skip
+        if getattr(c, key, None) is not None:
+            config[key] = getattr(c, key)
+    if getattr(c, "layer_intermediate_sizes", None):
+        if config.get("architectures") != ["LlamaForCausalLM"]:
+            raise ConverterError(
+                "per-layer widths are written as deci, which only llama models fit"
+            )
+        config["architectures"] = [PRUNED_LLAMA]
+        for key in ("layer_intermediate_sizes", "layer_num_attention_heads",
+                    "layer_num_key_value_heads"):  # fmt: skip
+            config[key] = list(getattr(c, key))
+    state = {k: v.detach().to("cpu") for k, v in model.state_dict().items()}
+    return Checkpoint.from_state_dict(config, state, tokenizer_dir)

@@ -54,7 +54,9 @@ QUANT_TYPES: dict[str, int] = {
 NEEDS_IMATRIX = frozenset({"IQ3_XXS", "IQ2_XS", "IQ2_XXS", "IQ2_S", "IQ1_M", "IQ1_S", "Q2_K_S"})
 # Every output type the converter accepts: float types are written directly, not quantized.
 ALL_TYPES: tuple[str, ...] = (*FLOAT_TYPES, *QUANT_TYPES)
-_GGML_ERROR = 3
+# Log callbacks left installed after an interruption: C may still call them, so keep them alive.
+_INTERRUPTED_CALLBACKS: list = []
+_GGML_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
 
 
 def check_quant(quant: str, *, has_imatrix: bool = False) -> str:
@@ -175,8 +177,11 @@ class _LogCapture:
     def __init__(self, bar: tqdm) -> None:
         self.bar = bar
         self.errors: list[str] = []
+        self.quiet = False
 
     def __call__(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        if self.quiet:
+            return
         line = text.decode("utf-8", "replace").strip()
         if level == _GGML_ERROR and line:
             self.errors.append(line)
@@ -184,6 +189,10 @@ class _LogCapture:
             self.bar.update(1)
 
     def reason(self) -> str:
+        """llama.cpp's own failure message (`...: failed to quantize: WHY`), else its last error."""
+        for line in reversed(self.errors):
+            if "failed to quantize:" in line:
+                return line.split("failed to quantize:", 1)[1].strip()
         useful = [line for line in self.errors if "====" not in line]
         return useful[-1] if useful else "see llama.cpp's log for details"
 
@@ -198,7 +207,15 @@ def _captured_log(n_tensors: int, show_progress: bool) -> Iterator[_LogCapture]:
         capture = _LogCapture(bar)
         callback = llama_cpp.llama_log_callback(capture)
         llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
+        interrupted = False
         try:
             yield capture
+        except (KeyboardInterrupt, SystemExit):
+            interrupted = True
+            raise
         finally:
-            llama_cpp.llama_log_set(old_callback, old_user_data)
+            if interrupted:  # the quantizer thread may still log while the process exits
+                capture.quiet = True
+                _INTERRUPTED_CALLBACKS.append(callback)
+            else:
+                llama_cpp.llama_log_set(old_callback, old_user_data)

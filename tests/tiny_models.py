@@ -16,7 +16,7 @@ from typing import Any
 from converter.paths import cache_dir
 from tests.tiny_tokenizers import build_bpe_tokenizer, build_spm_tokenizer
 
-BUILD_VERSION = "v1"
+BUILD_VERSION = "v2"
 _COMMON: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -47,7 +47,10 @@ def _llama_bpe(vocab_size: int):
 def _llama_spm(vocab_size: int):
     from transformers import LlamaConfig
 
-    return LlamaConfig(**_COMMON, vocab_size=vocab_size, tie_word_embeddings=True)
+    # Tied embeddings, and attention biases (which need the same RoPE permute as Q/K weights).
+    return LlamaConfig(
+        **_COMMON, vocab_size=vocab_size, tie_word_embeddings=True, attention_bias=True
+    )
 
 
 def _mistral_spm(vocab_size: int):
@@ -110,10 +113,7 @@ def build_tiny_model(name: str, dest: Path) -> None:
     from transformers import AutoModelForCausalLM
 
     make_config, kind, style = {**MODELS, **EXTRA_MODELS}[name]
-    if kind == "spm":
-        vocab_size = build_spm_tokenizer(dest)
-    else:
-        vocab_size = build_bpe_tokenizer(dest, style)
+    vocab_size = build_spm_tokenizer(dest) if kind == "spm" else build_bpe_tokenizer(dest, style)
     torch.manual_seed(0)
     model = AutoModelForCausalLM.from_config(make_config(vocab_size), dtype=torch.float32)
     with torch.no_grad():

@@ -1,6 +1,8 @@
 """Export dialog: pick Markdown or JSON and a file; returns an `ExportChoice`, or None."""
 
+import os
 import re
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,6 +12,8 @@ from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
+
+from chatbot.errors import ChatbotError
 
 EXTENSIONS = {"md": ".md", "json": ".json"}
 
@@ -24,6 +28,27 @@ def default_export_path(title: str, conversation_id: int, fmt: str) -> Path:
     """A file in the current folder named after the conversation."""
     slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "conversation"
     return Path.cwd() / f"{slug}-{conversation_id}{EXTENSIONS[fmt]}"
+
+
+def write_export(text: str, path: Path) -> Path:
+    """Write the export beside its target and rename it over, so no half-written file is left."""
+    path = path.expanduser().resolve()
+    if path.is_dir():
+        raise ChatbotError(f"{path} is a folder; give a file name to export to")
+    if not path.parent.is_dir():
+        raise ChatbotError(f"folder {path.parent} does not exist; choose another path")
+    try:
+        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise ChatbotError(f"cannot write in {path.parent}: {exc.strerror or exc}") from exc
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            out.write(text)
+        os.replace(temp, path)
+    except OSError as exc:
+        Path(temp).unlink(missing_ok=True)
+        raise ChatbotError(f"cannot write {path}: {exc.strerror or exc}") from exc
+    return path
 
 
 class ExportScreen(ModalScreen[ExportChoice | None]):

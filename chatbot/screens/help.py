@@ -9,9 +9,10 @@ from textual.widgets import DataTable, Label
 from chatbot.widgets.input_box import NEWLINE_KEYS
 
 EDITOR_KEYS = [
+    ("ctrl+p", "Command palette (themes, all commands)"),
     ("enter", "Send the message"),
     (", ".join(NEWLINE_KEYS), "New line in the message"),
-    ("tab / shift+tab", "Move between the list, the conversation and the editor"),
+    ("tab / shift+tab", "Move between the search, list, conversation and editor"),
     ("up / down, enter", "In the list: move, open the conversation"),
     ("delete", "In the list: delete the conversation"),
     ("ctrl+z / ctrl+y", "In the editor: undo / redo"),
@@ -20,7 +21,7 @@ EDITOR_KEYS = [
 
 def key_rows(bindings: list[Binding]) -> list[tuple[str, str]]:
     """(keys, what they do) for the app's bindings, then the editor's and the list's keys."""
-    rows = [(b.key.replace(",", ", "), b.description) for b in bindings if b.description]
+    rows = [(b.key.replace(",", ", "), b.tooltip or b.description) for b in bindings]
     return rows + EDITOR_KEYS
 
 

@@ -115,7 +115,9 @@ class MessageBubble(Vertical):
         self.remove_class("streaming")
         result = message.result
         if result is not None:
-            self.show_outcome(stopped=result.stopped, sources=result.sources, handoff=result.handoff)
+            self.show_outcome(
+                stopped=result.stopped, sources=result.sources, handoff=result.handoff
+            )
         else:
             self.show_outcome(stopped=False, sources=(), handoff=False)
 

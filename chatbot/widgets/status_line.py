@@ -10,12 +10,11 @@ SEPARATOR = " │ "
 
 
 def engine_text(info: EngineInfo) -> str:
-    """Model, quantization and backend with its offload settings and threads."""
-    settings = ", ".join(f"{k}={v}" for k, v in info.settings.items())
-    backend = f"{info.backend} {info.threads} threads" if info.threads else info.backend
-    return SEPARATOR.join(
-        part for part in (info.model, info.quantization, backend, settings) if part
-    )
+    """Model, quantization, backend and threads, then the offload settings in effect."""
+    threads = f" · {info.threads} thread{'s' if info.threads != 1 else ''}" if info.threads else ""
+    settings = " ".join(f"{k}={v}" for k, v in info.settings.items())
+    parts = (f"{info.model} · {info.quantization}", f"{info.backend}{threads}", settings)
+    return SEPARATOR.join(part for part in parts if part)
 
 
 def reply_text(stats: GenerationStats | TurnRecord | None, n_ctx: int | None) -> str:
@@ -56,7 +55,7 @@ class StatusLine(Static):
     @property
     def line(self) -> str:
         reply = reply_text(self._stats, self._n_ctx)
-        return SEPARATOR.join(part for part in (self._state, self._engine, reply) if part)
+        return SEPARATOR.join(part for part in (self._state, reply, self._engine) if part)
 
     def _render_line(self) -> None:
         self.update(Content(self.line))

@@ -26,9 +26,10 @@ class Llama(Architecture):
     gguf_arch = gguf.MODEL_ARCH.LLAMA
 
     def transform(self, gguf_name: str, tensor: torch.Tensor) -> torch.Tensor:
-        if gguf_name.endswith("attn_q.weight"):
+        # Biases too, for Llama variants with attention_bias=True.
+        if gguf_name.endswith(("attn_q.weight", "attn_q.bias")):
             return permute_rope(tensor, self.n_head)
-        if gguf_name.endswith("attn_k.weight"):
+        if gguf_name.endswith(("attn_k.weight", "attn_k.bias")):
             return permute_rope(tensor, self.n_head_kv)
         return tensor
 

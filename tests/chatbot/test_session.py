@@ -1,0 +1,217 @@
+"""Session: validation, saving before/after generation, stopping, context limits, FAQ mode."""
+
+import json
+
+import pytest
+
+from chatbot.engine import GenerationOptions, TextChunk
+from chatbot.errors import ChatbotError
+from chatbot.export import export_conversation
+from chatbot.faq import KnowledgeBase
+from chatbot.llama_engine import LlamaEngine
+from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
+from chatbot.store import Store
+
+OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_gguf):
+    e = LlamaEngine(tiny_gguf, n_ctx=1024, n_threads=1)
+    yield e
+    e.close()
+
+
+@pytest.fixture(scope="module")
+def small_engine(tiny_gguf):
+    e = LlamaEngine(tiny_gguf, n_ctx=256, n_threads=1)
+    yield e
+    e.close()
+
+
+@pytest.fixture
+def store(tmp_path):
+    s = Store(tmp_path / "chat.db")
+    yield s
+    s.close()
+
+
+def send(session, text, should_stop=lambda: False):
+    items = list(session.send(text, should_stop))
+    assert isinstance(items[-1], TurnResult)
+    return items
+
+
+def test_clean_text_keeps_newlines_and_tabs_only():
+    assert clean_text("\x1b[31mred\x1b[0m\x07 a\x00b\r\nc\td\x7f\u200b") == "red ab\nc\td\u200b"
+    assert clean_text(" \x00\x01 \n ") == ""
+    assert title_from("first line\nsecond") == "first line"
+    assert len(title_from("x" * 500)) == 60
+
+
+@pytest.mark.parametrize("text", ["", "   ", "\n\t\n", "\x00\x1b[2J\x07"])
+def test_empty_message_is_refused_and_nothing_saved(engine, store, text):
+    session = Session(engine, store, options=OPTS)
+    with pytest.raises(ChatbotError, match="empty"):
+        list(session.send(text))
+    assert store.list_conversations() == []
+
+
+def test_turn_saves_user_first_then_reply_and_latency(engine, store):
+    session = Session(engine, store, system_prompt="Be kind.", options=OPTS)
+    seen_during = None
+    for item in session.send("Hello \x1b[1mthere\x07"):
+        if isinstance(item, TextChunk) and seen_during is None:
+            seen_during = [m.content for m in store.messages(session.conversation_id)]
+        last = item
+    assert seen_during == ["Hello there"]  # saved before the first token
+    assert isinstance(last, TurnResult) and not last.stopped and not last.handoff
+    conv = store.get_conversation(last.conversation_id)
+    assert conv.title == "Hello there" and conv.system_prompt == "Be kind."
+    assert conv.model == engine.info.model
+    user, reply = store.messages(last.conversation_id)
+    assert (user.id, reply.id) == (last.user_message_id, last.assistant_message_id)
+    assert reply.content == last.answer and reply.role == "assistant"
+    (turn,) = store.turns(last.conversation_id)
+    assert turn.message_id == reply.id and turn.id == last.turn_id
+    assert turn.prompt_tokens == last.stats.prompt_tokens > 0
+    assert turn.completion_tokens == last.stats.completion_tokens
+    assert turn.model_file == engine.info.model and turn.quantization == "F32"
+    assert turn.threads == 1 and turn.cpu_seconds > 0 and turn.stop_reason == last.stats.stop_reason
+
+
+def test_second_turn_reuses_the_cache_and_resumed_session_sees_history(engine, store):
+    session = Session(engine, store, options=OPTS)
+    first = send(session, "one")[-1]
+    second = send(session, "two")[-1]
+    assert second.stats.cached_tokens >= first.stats.prompt_tokens
+    resumed = Session(engine, store, conversation_id=first.conversation_id, options=OPTS)
+    third = send(resumed, "three")[-1]
+    assert third.stats.prompt_tokens > second.stats.prompt_tokens
+    assert [m.content for m in store.messages(first.conversation_id)][::2] == [
+        "one",
+        "two",
+        "three",
+    ]
+
+
+def test_stop_keeps_the_partial_reply_marked_stopped(engine, store):
+    session = Session(engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7))
+    chunks = 0
+
+    def should_stop():
+        return chunks >= 2
+
+    for item in session.send("tell me a long story", should_stop):
+        if isinstance(item, TextChunk):
+            chunks += 1
+        result = item
+    assert result.stopped and result.stats.stop_reason == "cancelled"
+    reply = store.messages(result.conversation_id)[-1]
+    assert reply.stopped and reply.content == result.answer
+    assert store.turns(result.conversation_id)[-1].stop_reason == "cancelled"
+
+
+def test_abandoned_stream_still_saves_what_was_generated(engine, store):
+    """The app's worker may be torn down mid-reply: closing the generator saves the text."""
+    session = Session(engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7))
+    stream = session.send("abandon me")
+    got = ""
+    for item in stream:
+        if isinstance(item, TextChunk):
+            got += item.text
+            break
+    stream.close()
+    user, reply = store.messages(session.conversation_id)
+    assert user.content == "abandon me"
+    assert reply.stopped and reply.content == got
+
+
+def test_100kb_paste_is_saved_then_refused_clearly_and_the_chat_goes_on(small_engine, store):
+    session = Session(small_engine, store, options=OPTS)
+    paste = ("lorem ipsum dolor sit amet " * 4000)[:100_000]
+    with pytest.raises(ChatbotError, match="too long.*saved.*--ctx"):
+        list(session.send(paste))
+    (saved,) = store.messages(session.conversation_id)
+    assert saved.content == paste.strip()  # nothing typed is lost
+    items = send(session, "short question")
+    notices = [i for i in items if isinstance(i, Notice)]
+    assert notices and "left out of the prompt" in notices[0].text
+    assert [m.content for m in store.messages(session.conversation_id)][:2] == [
+        paste.strip(),
+        "short question",
+    ]
+
+
+def test_conversation_longer_than_the_context_drops_oldest_from_prompt_only(small_engine, store):
+    session = Session(small_engine, store, system_prompt="SYSTEM", options=OPTS)
+    results, notices = [], []
+    for i in range(14):
+        items = send(session, f"message number {i} " + "pad " * 8)
+        notices += [x for x in items if isinstance(x, Notice)]
+        results.append(items[-1])
+    saved = store.messages(session.conversation_id)
+    assert len(saved) == 28  # nothing deleted
+    assert notices, "the user is told when history is left out"
+    assert all(r.stats.prompt_tokens + OPTS.max_tokens <= 256 for r in results)
+    assert results[-1].history_left_out > 0
+    # The cut moves in steps, so most turns still reuse the cached prefix.
+    reused = [r.stats.cached_tokens > 0 for r in results[1:]]
+    assert sum(reused) >= len(reused) // 2
+    # The system prompt stays in every prompt.
+    prompt = session._prompt(saved[session._cut :], {"role": "user", "content": "x"})
+    assert prompt[0] == {"role": "system", "content": "SYSTEM"}
+
+
+@pytest.fixture
+def knowledge_base(tmp_path):
+    faq = tmp_path / "faq.jsonl"
+    entries = [
+        {"id": "reset", "question": "How do I reset my password?",
+         "answer": "Use the Forgot password link on the sign-in page."},
+        {"id": "refund", "question": "How long does a refund take?",
+         "answer": "Refunds reach your card within 5 business days."},
+    ]  # fmt: skip
+    faq.write_text("\n".join(json.dumps(e) for e in entries), encoding="utf-8")
+    kb = KnowledgeBase.open(faq, index_dir=tmp_path / "index")
+    yield kb
+    kb.close()
+
+
+def test_faq_handoff_answers_without_the_model(engine, store, knowledge_base):
+    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    items = send(session, "Can you recommend a quantum physics textbook?")
+    result = items[-1]
+    assert result.handoff and result.stats is None
+    assert result.answer == knowledge_base.handoff_reply
+    assert store.messages(session.conversation_id)[-1].handoff
+    assert store.turns(session.conversation_id) == []
+    assert store.handoffs()[0].question == "Can you recommend a quantum physics textbook?"
+
+
+def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
+    engine, store, knowledge_base
+):
+    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    first = send(session, "How do I reset my password?")[-1]
+    assert first.sources and first.sources[0] == "reset"
+    user, reply = store.messages(session.conversation_id)
+    assert user.content == "How do I reset my password?"  # plain text for people
+    assert "Forgot password" in user.prompt_content  # what the model saw, kept for re-rendering
+    assert reply.sources == first.sources
+    second = send(session, "How long does a refund take?")[-1]
+    assert second.stats.cached_tokens >= first.stats.prompt_tokens
+
+
+def test_export_markdown_and_json(engine, store):
+    session = Session(engine, store, system_prompt="Be brief.", options=OPTS)
+    result = send(session, "Export *me*")[-1]
+    md = export_conversation(store, result.conversation_id, "md")
+    assert md.startswith("# Export *me*") and "## You\n\nExport *me*" in md
+    assert "> Be brief." in md and "## Assistant" in md
+    doc = json.loads(export_conversation(store, result.conversation_id, "json"))
+    assert doc["conversation"]["id"] == result.conversation_id
+    assert [m["role"] for m in doc["messages"]] == ["user", "assistant"]
+    assert doc["messages"][1]["content"] == result.answer
+    with pytest.raises(ChatbotError, match="format"):
+        export_conversation(store, result.conversation_id, "pdf")
