@@ -15,6 +15,7 @@ from textual.app import App, ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
+from textual.screen import ModalScreen
 from textual.widgets import Footer, ListView
 
 from chatbot.engine import Engine, GenerationOptions
@@ -33,6 +34,10 @@ from chatbot.widgets.message_view import ReplyEnded
 from chatbot.widgets.status_line import StatusLine
 
 log = logging.getLogger("chatbot.app")
+NEW = "Start a new conversation"
+RENAME = "Rename the conversation (highlighted in the list, else the open one)"
+DELETE = "Delete the conversation (highlighted in the list, else the open one)"
+EXPORT = "Export the conversation to a Markdown or JSON file"
 CLOSE_WAIT_S = 30.0  # on quit, how long a reply may take to stop (one token, or a prompt eval)
 
 
@@ -51,16 +56,19 @@ class ChatApp(App[None]):
 
     CSS_PATH = "app.tcss"
     TITLE = "Offline chatbot"
+    # Priority: an action runs before the keys typed after it reach the editor, so Ctrl+N
+    # followed at once by a message sends it to the new conversation. Esc stays non-priority
+    # so that dialogs get it first.
     BINDINGS = [
-        Binding("f1", "help", "Help", tooltip="Show every key"),
+        Binding("f1", "help", "Help", priority=True, tooltip="Show every key"),
         Binding("escape", "stop_reply", "Stop", tooltip="Stop the reply, keeping its text"),
-        Binding("ctrl+n", "new_conversation", "New", tooltip="Start a new conversation"),
-        Binding("f2", "rename_conversation", "Rename", tooltip="Rename the conversation"),
-        Binding("f8", "delete_conversation", "Delete", tooltip="Delete the conversation"),
-        Binding("ctrl+s", "export_conversation", "Export", tooltip="Export to Markdown or JSON"),
-        Binding("ctrl+f", "search", "Search", show=False, tooltip="Search the conversations"),
-        Binding("ctrl+l", "focus_list", "List", show=False, tooltip="Go to the conversation list"),
-        Binding("ctrl+o", "focus_input", "Editor", show=False, tooltip="Go to the message editor"),
+        Binding("ctrl+n", "new_conversation", "New", priority=True, tooltip=NEW),
+        Binding("f2", "rename_conversation", "Rename", priority=True, tooltip=RENAME),
+        Binding("f8", "delete_conversation", "Delete", priority=True, tooltip=DELETE),
+        Binding("ctrl+s", "export_conversation", "Export", priority=True, tooltip=EXPORT),
+        Binding("ctrl+f", "search", "Search conversations", show=False, priority=True),
+        Binding("ctrl+l", "focus_list", "Go to the conversation list", show=False, priority=True),
+        Binding("ctrl+o", "focus_input", "Go to the message editor", show=False, priority=True),
         Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit"),
     ]
 
@@ -91,6 +99,10 @@ class ChatApp(App[None]):
             yield self.panel
         yield StatusLine(id="status")
         yield Footer()
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """While a dialog is open, only quitting reaches the app; other keys are the dialog's."""
+        return action == "quit" or not isinstance(self.screen, ModalScreen)
 
     @property
     def engine(self) -> Engine | None:

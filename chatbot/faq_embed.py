@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 from converter.paths import cache_dir
 from safetensors.numpy import load_file
+from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
 
 PACKAGE = "all_minilm_l6_v2"
@@ -57,59 +58,84 @@ class SentenceEncoder:
         self.tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self.tokenizer.no_padding()  # the file pads to 128; one text at a time needs none
-        self.w = load_file(str(folder / "model.safetensors"))
+        self.w = _prepared(load_file(str(folder / "model.safetensors")))
         self.dim = self.w["embeddings.word_embeddings.weight"].shape[1]
 
     @classmethod
     def load(cls) -> "SentenceEncoder | None":
         """The packaged encoder, or None when its package is not installed."""
         zip_path = model_zip()
-        return None if zip_path is None else cls(_extracted(zip_path))
+        if zip_path is None:
+            return None
+        # Matrices of a few rows: OpenBLAS threads only add spin-waiting, which on a busy
+        # machine (llama.cpp's own threads) costs 50x. One BLAS thread for the process.
+        threadpool_limits(1, user_api="blas")
+        return cls(_extracted(zip_path))
 
-    def encode(self, texts: list[str]) -> np.ndarray:
-        """One unit vector per text (float32, shape [len(texts), dim])."""
+    def encode(self, texts: list[str], batch: int = 32) -> np.ndarray:
+        """One unit vector per text (float32, shape [len(texts), dim]); batched by length."""
         out = np.empty((len(texts), self.dim), dtype=np.float32)
-        for i, text in enumerate(texts):
-            ids = self.tokenizer.encode(text).ids
-            hidden = self._forward(np.asarray(ids))
-            vector = hidden.mean(axis=0)
-            out[i] = vector / max(float(np.linalg.norm(vector)), EPS)
+        encoded = [self.tokenizer.encode(text).ids for text in texts]
+        order = sorted(range(len(texts)), key=lambda i: len(encoded[i]))
+        for start in range(0, len(order), batch):
+            chunk = order[start : start + batch]
+            width = max(len(encoded[i]) for i in chunk)
+            ids = np.zeros((len(chunk), width), dtype=np.int64)
+            mask = np.zeros((len(chunk), width), dtype=np.float32)
+            for row, i in enumerate(chunk):
+                ids[row, : len(encoded[i])] = encoded[i]
+                mask[row, : len(encoded[i])] = 1.0
+            hidden = self._forward(ids, mask)
+            pooled = (hidden * mask[..., None]).sum(axis=1) / mask.sum(axis=1, keepdims=True)
+            norms = np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), EPS)
+            out[chunk] = pooled / norms
         return out
 
-    def _forward(self, ids: np.ndarray) -> np.ndarray:
+    def _forward(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        """Hidden states [batch, tokens, dim]; padded positions are never attended to."""
         w = self.w
         x = (
             w["embeddings.word_embeddings.weight"][ids]
-            + w["embeddings.position_embeddings.weight"][: len(ids)]
+            + w["embeddings.position_embeddings.weight"][: ids.shape[1]]
             + w["embeddings.token_type_embeddings.weight"][0]
         )
         x = _layer_norm(x, w, "embeddings.LayerNorm")
+        bias = ((1.0 - mask) * -1e9)[:, None, None, :]  # [batch, 1 head, 1 query, keys]
         for n in range(LAYERS):
             p = f"encoder.layer.{n}."
-            attention = self._attention(x, p + "attention.")
+            attention = self._attention(x, bias, p + "attention.")
             x = _layer_norm(x + attention, w, p + "attention.output.LayerNorm")
             h = _gelu(_linear(x, w, p + "intermediate.dense"))
             x = _layer_norm(x + _linear(h, w, p + "output.dense"), w, p + "output.LayerNorm")
         return x
 
-    def _attention(self, x: np.ndarray, p: str) -> np.ndarray:
-        w = self.w
-        n, d = x.shape
+    def _attention(self, x: np.ndarray, bias: np.ndarray, p: str) -> np.ndarray:
+        b, n, d = x.shape
         head = d // HEADS
-
-        def split(name: str) -> np.ndarray:
-            return _linear(x, w, p + "self." + name).reshape(n, HEADS, head).transpose(1, 0, 2)
-
-        q, k, v = split("query"), split("key"), split("value")
-        scores = q @ k.transpose(0, 2, 1) / np.sqrt(head)
+        qkv = _linear(x, self.w, p + "self.qkv").reshape(b, n, 3, HEADS, head)
+        q, k, v = (qkv[:, :, i].transpose(0, 2, 1, 3) for i in range(3))  # [b, heads, n, head]
+        scores = q @ k.transpose(0, 1, 3, 2) / np.sqrt(head) + bias
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
         scores /= scores.sum(axis=-1, keepdims=True)
-        context = (scores @ v).transpose(1, 0, 2).reshape(n, d)
-        return _linear(context, w, p + "output.dense")
+        context = (scores @ v).transpose(0, 2, 1, 3).reshape(b, n, d)
+        return _linear(context, self.w, p + "output.dense")
+
+
+def _prepared(w: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Transpose every matrix once and fuse Q, K and V: fewer, contiguous matmuls per token."""
+    for n in range(LAYERS):
+        p = f"encoder.layer.{n}.attention.self."
+        parts = [p + name for name in ("query", "key", "value")]
+        w[p + "qkv.weight"] = np.concatenate([w.pop(q + ".weight") for q in parts])
+        w[p + "qkv.bias"] = np.concatenate([w.pop(q + ".bias") for q in parts])
+    for name in [k for k in w if k.endswith(".weight") and k.startswith("encoder.")]:
+        if w[name].ndim == 2:
+            w[name] = np.ascontiguousarray(w[name].T)
+    return w
 
 
 def _linear(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:
-    return x @ w[name + ".weight"].T + w[name + ".bias"]
+    return x @ w[name + ".weight"] + w[name + ".bias"]
 
 
 def _layer_norm(x: np.ndarray, w: dict[str, np.ndarray], name: str) -> np.ndarray:

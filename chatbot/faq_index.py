@@ -1,11 +1,13 @@
-"""The FAQ's SQLite FTS5 index: built once per version of the FAQ file, searched every turn.
+"""The FAQ's SQLite FTS5 index and the scoring behind retrieval and hand-off.
 
-Ranking uses FTS5's bm25 with column weights (the question and its alternates count more than
-the answer) and porter stemming. bm25 values are not comparable across knowledge bases, so the
-confidence behind a hand-off is a separate, bounded number: the share of the question's
-information (its words weighted by how rare they are in this knowledge base) that the entry
-contains. A word no entry contains weighs the most, so a question about something the FAQ never
-mentions stays below the threshold however many of its other words match.
+Two signals, each bounded so one threshold means the same in every knowledge base:
+- lexical coverage: FTS5 (porter stemming) finds the entries sharing the question's words;
+  coverage is the share of the question's information (its words weighted by how rare they are
+  in this knowledge base, a word no entry contains weighing the most) that an entry's question
+  or alternates contain (its answer counts for less). bm25 with column weights breaks ties.
+- semantic similarity: cosine between the question and the entry's question and alternates
+  embedded by a sentence encoder (chatbot.faq_embed), which catches paraphrases with no word
+  in common. Without the encoder package, coverage alone decides.
 """
 
 import hashlib
@@ -18,6 +20,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import sqlite_utils
 
 from chatbot.faq_load import FaqEntry
@@ -28,6 +31,7 @@ TOKENIZER = "porter unicode61 remove_diacritics 2"
 COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
 ANSWER_ONLY_CREDIT = 0.6  # a word found only in the answer is weaker evidence than in a question
 CANDIDATES = 20
+SEMANTIC_SHARE = 0.7  # weight of the semantic signal in the blend, when the encoder is there
 
 # Function words and chat filler: they say nothing about which entry is meant.
 STOPWORDS = frozenset(
@@ -63,62 +67,92 @@ def query_terms(text: str) -> list[str]:
 
 @dataclass(frozen=True)
 class Candidate:
-    """An entry the index found, with its bm25 rank and its coverage of the question."""
+    """An entry the index found, with each signal and their blend."""
 
     faq_id: str
-    bm25: float  # FTS5 bm25: negative, more negative is better
     coverage: float  # 0..1: the share of the question's information the entry contains
+    semantic: float  # 0..1: best cosine of the question with the entry's phrasings (0 if none)
+    score: float  # the blend the ranking and the hand-off decision use
 
 
 class FaqIndex:
-    """An open FTS5 index over one version of one FAQ file."""
+    """An open index over one version of one FAQ file."""
 
     def __init__(self, connection: sqlite3.Connection, path: Path | None, rebuilt: bool):
         self.db = sqlite_utils.Database(connection)
         self.path = path  # None when the index lives in memory
         self.rebuilt = rebuilt
         self._lock = threading.Lock()  # the app retrieves from worker threads
-        self._size = self.db.execute("SELECT count(*) FROM faq_fts").fetchone()[0]
+        rows = self.db.execute("SELECT rowid, faq_id FROM faq_fts").fetchall()
+        self._ids = dict(rows)
+        self._size = len(rows)
+        vectors = self.db.execute("SELECT faq_id, vector FROM vectors").fetchall()
+        self._owners = [faq_id for faq_id, _ in vectors]
+        self._vectors = (
+            np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in vectors])
+            if vectors
+            else None
+        )
 
-    def search(self, terms: list[str], limit: int) -> list[Candidate]:
-        """The best entries for the query terms, best first (coverage, then bm25)."""
+    @property
+    def has_vectors(self) -> bool:
+        return self._vectors is not None
+
+    def search(
+        self, terms: list[str], query_vector: np.ndarray | None, limit: int
+    ) -> list[Candidate]:
+        """The best entries, best first by the blended score."""
+        with self._lock:
+            ranked = self._bm25(terms)
+            coverage = self._coverage(terms)
+        semantic = self._semantic(query_vector)
+        pool = dict.fromkeys(
+            [*ranked, *sorted(semantic, key=semantic.__getitem__, reverse=True)[:CANDIDATES]]
+        )
+        found = []
+        for faq_id in pool:
+            cov, sem = coverage.get(faq_id, 0.0), semantic.get(faq_id, 0.0)
+            score = SEMANTIC_SHARE * sem + (1 - SEMANTIC_SHARE) * cov if semantic else cov
+            found.append(Candidate(faq_id, cov, sem, score))
+        order = {faq_id: position for position, faq_id in enumerate(ranked)}
+        found.sort(key=lambda c: (-round(c.score, 6), order.get(c.faq_id, len(order))))
+        return found[:limit]
+
+    def _bm25(self, terms: list[str]) -> list[str]:
+        """Entry ids by FTS5 bm25 (question and alternates weigh more than the answer)."""
         if not terms:
             return []
         match = " OR ".join(f'"{term}"' for term in terms)
         sql = (
-            "SELECT rowid, faq_id, bm25(faq_fts, ?, ?, ?, ?) AS rank FROM faq_fts "
+            "SELECT faq_id, bm25(faq_fts, ?, ?, ?, ?) AS rank FROM faq_fts "
             "WHERE faq_fts MATCH ? ORDER BY rank LIMIT ?"
         )
-        with self._lock:
-            ranked = self.db.execute(sql, [*COLUMN_WEIGHTS, match, CANDIDATES]).fetchall()
-            if not ranked:
-                return []
-            coverage = self._coverage(terms, [row[0] for row in ranked])
-        found = [Candidate(faq_id, rank, coverage[rowid]) for rowid, faq_id, rank in ranked]
-        found.sort(key=lambda c: (-round(c.coverage, 6), c.bm25))
-        return found[:limit]
+        return [row[0] for row in self.db.execute(sql, [*COLUMN_WEIGHTS, match, CANDIDATES])]
 
-    def _coverage(self, terms: list[str], rowids: list[int]) -> dict[int, float]:
-        """Per candidate row: IDF-weighted share of the terms it contains (answer-only: less)."""
-        weights: dict[str, float] = {}
-        in_question: dict[str, set[int]] = {}
-        anywhere: dict[str, set[int]] = {}
+    def _coverage(self, terms: list[str]) -> dict[str, float]:
+        """Per entry: IDF-weighted share of the terms it contains (answer-only: less)."""
+        gained: dict[int, float] = {}
+        total = 0.0
         for term in terms:
-            rows = self._rows_matching(f'"{term}"')
-            weights[term] = self._idf(len(rows))
-            anywhere[term] = rows
-            in_question[term] = self._rows_matching(f'{{question alternates}} : "{term}"')
-        total = sum(weights.values())
-        result = {}
-        for rowid in rowids:
-            got = 0.0
-            for term, weight in weights.items():
-                if rowid in in_question[term]:
-                    got += weight
-                elif rowid in anywhere[term]:
-                    got += weight * ANSWER_ONLY_CREDIT
-            result[rowid] = got / total if total else 0.0
-        return result
+            anywhere = self._rows_matching(f'"{term}"')
+            in_question = self._rows_matching(f'{{question alternates}} : "{term}"')
+            weight = self._idf(len(anywhere))
+            total += weight
+            for rowid in anywhere:
+                credit = 1.0 if rowid in in_question else ANSWER_ONLY_CREDIT
+                gained[rowid] = gained.get(rowid, 0.0) + weight * credit
+        return {self._ids[rowid]: got / total for rowid, got in gained.items()} if total else {}
+
+    def _semantic(self, query_vector: np.ndarray | None) -> dict[str, float]:
+        """Per entry: the best cosine of the question with its question and alternates."""
+        if query_vector is None or self._vectors is None:
+            return {}
+        similarities = self._vectors @ query_vector
+        best: dict[str, float] = {}
+        for faq_id, similarity in zip(self._owners, similarities.tolist(), strict=True):
+            if similarity > best.get(faq_id, -1.0):
+                best[faq_id] = similarity
+        return {faq_id: max(value, 0.0) for faq_id, value in best.items()}
 
     def _rows_matching(self, match: str) -> set[int]:
         rows = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])

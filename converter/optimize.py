@@ -36,6 +36,10 @@ def pruning_requested(options: "ConvertOptions") -> bool:
     return bool(options.prune_layers or options.prune_ffn or options.prune_heads or options.prune)
 
 
+def width_pruning(options: "ConvertOptions") -> bool:
+    return bool(options.prune_ffn or options.prune_heads or options.prune)
+
+
 def wants_imatrix(options: "ConvertOptions") -> bool:
     """On by default when quantizing below 8 bits; --no-imatrix turns it off."""
     return options.use_imatrix and options.quant.upper() not in HIGH_PRECISION
@@ -80,7 +84,7 @@ def optimize(
     with timings.step("calibrate"):
         model, tokenizer = load_torch_model(checkpoint, options.device)
         windows = token_windows(tokenizer, text)
-        stats = calibrate(model, windows)
+        stats = calibrate(model, windows, gram=width_pruning(options))
     result = Optimized(checkpoint, None, stats.imatrix, {"calibration_tokens": stats.n_tokens})
     imatrix = stats.imatrix
     if pruning_requested(options):
@@ -95,15 +99,15 @@ def optimize(
 
 def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, result):
     """Plan (printed before it runs), apply, heal; returns the pruned model's imatrix."""
-    from converter import prune
+    from converter import prune, prune_auto
     from converter.calibrate import collect_imatrix
     from converter.heal import heal
 
     with timings.step("plan"):
         if options.prune:
-            plan, candidates = prune.auto_plan(model, stats, windows, options.prune)
+            plan, candidates = prune_auto.auto_plan(model, stats, windows, options.prune)
             say("automatic plan candidates (calibration loss before healing):")
-            say(prune.candidates_table(candidates, plan))
+            say(prune_auto.candidates_table(candidates, plan))
         else:
             plan = prune.make_plan(
                 model,
@@ -116,7 +120,8 @@ def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, re
     say(plan.table())
     teacher = copy.deepcopy(model) if options.heal_steps else None
     with timings.step("prune"):
-        prune.apply_plan(model, plan)
+        prune.apply_plan(model, plan, stats)
+        stats.gram.clear()  # the largest statistics; not needed any more
     result.info["plan"] = [vars(lp) for lp in plan.layers]
     result.info["block_parameters"] = {"before": plan.params_before, "after": plan.params_after}
     if teacher is not None:

@@ -10,7 +10,6 @@ Uniform widths keep the `llama` architecture (rounded to multiples of 256 where 
 so K-quants apply); per-layer widths are written as `deci` (converter.architectures.deci).
 """
 
-import copy
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -206,13 +205,25 @@ def _global_counts(scores: dict[int, np.ndarray], per_block: int, granule: int) 
     return counts
 
 
-def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
-    """Remove the planned blocks, neurons and head groups from the torch model in place."""
+def apply_plan(
+    model: nn.Module, plan: PrunePlan, stats: CalibrationStats | None = None
+) -> nn.Module:
+    """Remove the planned blocks, neurons and head groups from the torch model in place.
+
+    With calibration second moments (`calibrate(..., gram=True)`), the down_proj / o_proj
+    columns that remain are refit by least squares to reproduce the unpruned layer's output on
+    the calibration activations: a closed-form first recovery, before any healing.
+    """
     shape = Shape.of(model)
     layers = model.model.layers
+    grams = stats.gram if stats is not None else {}
     for lp in plan.kept:
-        _prune_mlp(layers[lp.index].mlp, plan.ffn_keep[lp.index])
-        _prune_attention(layers[lp.index].self_attn, plan.kv_keep[lp.index], shape)
+        prefix = f"model.layers.{lp.index}."
+        _prune_mlp(
+            layers[lp.index].mlp, plan.ffn_keep[lp.index], grams.get(prefix + "mlp.down_proj")
+        )
+        attn_gram = grams.get(prefix + "self_attn.o_proj")
+        _prune_attention(layers[lp.index].self_attn, plan.kv_keep[lp.index], shape, attn_gram)
     model.model.layers = nn.ModuleList([layers[lp.index] for lp in plan.kept])
     for new_index, layer in enumerate(model.model.layers):
         layer.self_attn.layer_idx = new_index
@@ -220,14 +231,16 @@ def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
     return model
 
 
-def _prune_mlp(mlp: nn.Module, keep: list[int]) -> None:
+def _prune_mlp(mlp: nn.Module, keep: list[int], gram: torch.Tensor | None) -> None:
     idx = torch.tensor(keep, dtype=torch.long)
     mlp.gate_proj = _sliced(mlp.gate_proj, rows=idx)
     mlp.up_proj = _sliced(mlp.up_proj, rows=idx)
-    mlp.down_proj = _sliced(mlp.down_proj, cols=idx)
+    mlp.down_proj = _sliced(mlp.down_proj, cols=idx, gram=gram)
 
 
-def _prune_attention(attn: nn.Module, keep_groups: list[int], shape: Shape) -> None:
+def _prune_attention(
+    attn: nn.Module, keep_groups: list[int], shape: Shape, gram: torch.Tensor | None
+) -> None:
     rep, hd = shape.heads // shape.kv_heads, shape.head_dim
     q_heads = [g * rep + r for g in keep_groups for r in range(rep)]
     q_rows = torch.tensor([h * hd + d for h in q_heads for d in range(hd)], dtype=torch.long)
@@ -235,14 +248,16 @@ def _prune_attention(attn: nn.Module, keep_groups: list[int], shape: Shape) -> N
     attn.q_proj = _sliced(attn.q_proj, rows=q_rows)
     attn.k_proj = _sliced(attn.k_proj, rows=kv_rows)
     attn.v_proj = _sliced(attn.v_proj, rows=kv_rows)
-    attn.o_proj = _sliced(attn.o_proj, cols=q_rows)
+    attn.o_proj = _sliced(attn.o_proj, cols=q_rows, gram=gram)
 
 
-def _sliced(linear: nn.Linear, *, rows=None, cols=None) -> nn.Linear:
-    """A new Linear holding the chosen output rows / input columns of `linear`."""
+def _sliced(linear: nn.Linear, *, rows=None, cols=None, gram=None) -> nn.Linear:
+    """A new Linear holding the chosen output rows / input columns of `linear`; with the
+    input's second moments `gram`, the kept columns are refit to stand in for the removed."""
     w = linear.weight.data
     w = w[rows.to(w.device)] if rows is not None else w
-    w = w[:, cols.to(w.device)] if cols is not None else w
+    if cols is not None:
+        w = w[:, cols.to(w.device)] if gram is None else refit_columns(w, gram, cols)
     has_bias = linear.bias is not None
     new = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device=w.device, dtype=w.dtype)
     new.weight.data.copy_(w)
@@ -250,6 +265,18 @@ def _sliced(linear: nn.Linear, *, rows=None, cols=None) -> nn.Linear:
         b = linear.bias.data
         new.bias.data.copy_(b[rows.to(b.device)] if rows is not None else b)
     return new
+
+
+def refit_columns(weight: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """argmin_W' E||x_K W'^T - x W^T||^2 = (G_KK^-1 G_K: W^T)^T, G = E[x x^T], lightly damped."""
+    if len(keep) == gram.shape[0]:
+        return weight
+    g = gram.double()
+    g_kk = g[keep][:, keep]
+    damp = 1e-3 * g_kk.diagonal().mean() * torch.eye(len(keep), dtype=torch.float64)
+    rhs = g[keep] @ weight.detach().cpu().double().T
+    solved = torch.linalg.solve(g_kk + damp, rhs)
+    return solved.T.to(weight.device, weight.dtype)
 
 
 def _update_config(config, plan: PrunePlan, shape: Shape) -> None:
@@ -272,79 +299,6 @@ def _update_config(config, plan: PrunePlan, shape: Shape) -> None:
 def block_parameters(model: nn.Module) -> int:
     """Parameters inside the transformer blocks (what pruning removes)."""
     return sum(p.numel() for p in model.model.layers.parameters())
-
-
-@dataclass
-class Candidate:
-    """One mix of depth and width the automatic plan tried, with its calibration loss."""
-
-    layers: int
-    ffn_ratio: float
-    heads: int
-    removed: float
-    loss: float
-    plan: PrunePlan = field(repr=False)
-
-    def row(self) -> str:
-        return (
-            f"{self.layers:>6}  {self.ffn_ratio:>9.3f}  {self.heads:>5}  {self.removed:>7.1%}  "
-            f"{self.loss:>8.4f}"
-        )
-
-
-def auto_plan(
-    model: nn.Module, stats: CalibrationStats, windows: list[torch.Tensor], ratio: float
-) -> tuple[PrunePlan, list[Candidate]]:
-    """Remove about `ratio` of the block parameters where the calibration loss rises least.
-
-    Tries each FFN width (in K-quant steps) and head-group count, adds the fewest
-    lowest-influence blocks that reach the ratio, measures each mix on calibration windows.
-    """
-    if not 0.0 < ratio <= 0.9:
-        raise ConverterError(f"--prune {ratio}: give a ratio above 0 and at most 0.9, e.g. 0.2")
-    shape = Shape.of(model)
-    step = shape.granule if shape.granule > 1 else max(1, shape.ffn // 8)
-    widths = [w for w in range(shape.ffn, shape.ffn // 2 - 1, -step) if w > 0]
-    candidates = []
-    for heads in range(min(2, shape.kv_heads)):
-        for width in widths:
-            ffn_ratio = 1.0 - width / shape.ffn
-            plan = _smallest_depth_plan(model, stats, shape, ffn_ratio, heads, ratio)
-            if plan is not None:
-                loss = calibration_loss(model, plan, windows[:2])
-                layers = sum(not lp.keep for lp in plan.layers)
-                candidates.append(
-                    Candidate(layers, ffn_ratio, heads, plan.removed_fraction, loss, plan)
-                )
-    if not candidates:
-        raise ConverterError(f"--prune {ratio}: no plan removes that much; give a smaller ratio")
-    return min(candidates, key=lambda c: c.loss).plan, candidates
-
-
-def _smallest_depth_plan(model, stats, shape: Shape, ffn_ratio: float, heads: int, ratio: float):
-    """The plan with this width that removes the fewest blocks and still reaches `ratio`."""
-    for layers in range(shape.n_layers // 2 + 1):
-        plan = make_plan(model, stats, layers=layers, ffn_ratio=ffn_ratio, heads=heads)
-        if plan.removed_fraction >= ratio - 0.01:
-            return plan
-    return None
-
-
-@torch.no_grad()
-def calibration_loss(model: nn.Module, plan: PrunePlan, windows: list[torch.Tensor]) -> float:
-    """Mean next-token loss of the model pruned by `plan`, on a copy."""
-    pruned = apply_plan(copy.deepcopy(model), plan).eval()
-    device = next(pruned.parameters()).device
-    losses = [float(pruned(input_ids=w.to(device), labels=w.to(device)).loss) for w in windows]
-    del pruned
-    return sum(losses) / len(losses)
-
-
-def candidates_table(candidates: list[Candidate], chosen: PrunePlan) -> str:
-    """The mixes the automatic plan tried, the chosen one marked."""
-    rows = [f"  {'blocks':>6}  {'ffn_ratio':>9}  {'kv-':>5}  {'removed':>7}  {'loss':>8}"]
-    rows += [("* " if c.plan is chosen else "  ") + c.row() for c in candidates]
-    return "\n".join(rows)
 
 
 def pruned_checkpoint(model: nn.Module, source_config: dict, tokenizer_dir) -> "Checkpoint":

@@ -73,6 +73,9 @@ class ExportScreen(ModalScreen[ExportChoice | None]):
                 yield Button("Export", variant="primary", id="ok")
                 yield Button("Cancel", id="cancel")
 
+    def on_mount(self) -> None:
+        self.query_one("#path", Input).focus()  # Enter exports at once; Tab reaches the format
+
     @property
     def fmt(self) -> str:
         pressed = self.query_one("#format", RadioSet).pressed_button

@@ -60,7 +60,9 @@ class ChatPanel(Vertical):
         yield InputBox(id="input")
 
     async def open(self, conversation_id: int | None) -> None:
-        """Show a saved conversation, or an empty new one (None)."""
+        """Show a saved conversation, or an empty new one (None); never while replying."""
+        if self.replying:
+            return
         messages = []
         with shown_errors(self):
             messages = self.store.messages(conversation_id) if conversation_id is not None else []

@@ -92,7 +92,7 @@ class MessageBubble(Vertical):
             role.update(Content(f"Assistant · {HANDOFF_LABEL}"))
         parts = [cited_entries(sources, self._knowledge_base)] if not handoff else []
         if stopped:
-            parts.append(Content("■ Stopped: the reply was cut short (Esc)"))
+            parts.append(Content("■ Stopped before the end: this is the partial reply"))
         footer = Content("\n").join(part for part in parts if part)
         self.query_one(".footer", Static).update(footer)
         self.set_class(bool(footer), "has-footer")
@@ -113,13 +113,12 @@ class MessageBubble(Vertical):
             await self._stream.stop()
             self._stream = None
         self.remove_class("streaming")
-        result = message.result
-        if result is not None:
-            self.show_outcome(
-                stopped=result.stopped, sources=result.sources, handoff=result.handoff
-            )
-        else:
-            self.show_outcome(stopped=False, sources=(), handoff=False)
+        done = message.result
+        self.show_outcome(
+            stopped=bool(done and done.stopped),
+            sources=done.sources if done else (),
+            handoff=bool(done and done.handoff),
+        )
 
 
 class MessageView(VerticalScroll, can_focus=True):
@@ -135,12 +134,9 @@ class MessageView(VerticalScroll, can_focus=True):
     async def show_history(self, messages: list[StoredMessage]) -> None:
         """Replace the view with a conversation's saved messages."""
         await self.remove_children()
-        bubbles = []
-        for stored in messages:
-            bubble = self.bubble(stored.role, stored.content)
-            bubbles.append((bubble, stored))
-        await self.mount_all([bubble for bubble, _ in bubbles])
-        for bubble, stored in bubbles:
+        bubbles = [self.bubble(stored.role, stored.content) for stored in messages]
+        await self.mount_all(bubbles)
+        for bubble, stored in zip(bubbles, messages, strict=True):
             if stored.role == "assistant":
                 bubble.show_outcome(
                     stopped=stored.stopped, sources=stored.sources, handoff=stored.handoff

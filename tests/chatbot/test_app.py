@@ -5,7 +5,8 @@ widgets' text and classes) and the database the app wrote.
 """
 
 import json
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,16 +46,27 @@ def db_path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def make_app(model_path: Path, db_path: Path) -> Callable[..., ChatApp]:
+def make_app(model_path: Path, db_path: Path) -> Iterator[Callable[..., ChatApp]]:
     """A ChatApp on the temp DB; each app opens its own Store, as a fresh process would."""
     stores: list[Store] = []
 
-    def make(max_tokens: int = 24, knowledge_base=None, model: Path | None = None) -> ChatApp:
+    def make(
+        max_tokens: int = 24,
+        knowledge_base=None,
+        model: Path | None = None,
+        gate: threading.Event | None = None,
+    ) -> ChatApp:
         store = Store(db_path)
         stores.append(store)
         path = model or model_path
+
+        def load() -> LlamaEngine:
+            if gate is not None:
+                assert gate.wait(TIMEOUT_S), "the test never let the model load"
+            return LlamaEngine(path, n_ctx=1024, n_threads=THREADS)
+
         return ChatApp(
-            lambda: LlamaEngine(path, n_ctx=1024, n_threads=THREADS),
+            load,
             store,
             knowledge_base=knowledge_base,
             options=GenerationOptions(max_tokens=max_tokens, temperature=0.0, seed=7),
@@ -307,6 +319,23 @@ async def test_faq_answer_lists_its_sources_and_a_handoff_is_marked(make_app, tm
             await ready(pilot)
 
 
+async def test_the_window_is_live_while_the_model_loads(make_app):
+    gate = threading.Event()
+    app = make_app(gate=gate)
+    async with app.run_test(size=SIZE, notifications=True) as pilot:
+        status = app.query_one(StatusLine)
+        assert status.line.startswith("Loading model…")
+        await pilot.press(*"early", "enter")
+        assert any("still loading" in n for n in notifications(app))
+        assert app.query_one(InputBox).text == "early" and bubbles(app) == []
+        gate.set()
+        await ready(pilot)
+        assert status.line.startswith("Ready") and "Q4_K_M" in status.line
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: len(app.query(MessageBubble)) == 2, "the reply")
+        assert bubbles(app)[0] == ("user", "early")
+
+
 async def test_model_error_is_a_notification_and_the_text_stays(make_app, tmp_path):
     app = make_app(model=tmp_path / "missing.gguf")
     async with app.run_test(size=SIZE, notifications=True) as pilot:
@@ -372,7 +401,9 @@ async def test_help_lists_every_key(make_app):
         for binding in app.BINDINGS:
             assert binding.key.replace(",", ", ") in keys
         assert "enter" in keys and any("ctrl+j" in k for k in keys)
-        await pilot.press("escape")
+        await pilot.press("ctrl+n")
+        assert isinstance(app.screen, HelpScreen), "app keys stay off while a dialog is open"
+        await pilot.press("f1")
         assert not isinstance(app.screen, HelpScreen)
         await ready(pilot)
 
