@@ -111,7 +111,8 @@ def bench_decode(engine: LlamaEngine, repeats: int, n_tokens: int) -> None:
     print(f"  overall rate   engine median {statistics.median(ours):7.1f}  "
           f"bare median {statistics.median(bare):7.1f}  ratio {overall:.3f}")  # fmt: skip
     print(f"  per token      engine median {1 / statistics.median(our_steps):7.1f}  "
-          f"bare median {1 / statistics.median(bare_steps):7.1f}  ratio {per_token:.3f}")  # fmt: skip
+          f"bare median {1 / statistics.median(bare_steps):7.1f}  "
+          f"ratio {per_token:.3f}")  # fmt: skip
     verdict = "met" if per_token >= 0.95 else "MISSED"
     print(f"  target engine/bare >= 0.95 (per-token medians): {verdict}")
 

@@ -14,10 +14,11 @@ import zipfile
 from pathlib import Path
 
 import numpy as np
-from converter.paths import cache_dir
 from safetensors.numpy import load_file
 from threadpoolctl import threadpool_limits
 from tokenizers import Tokenizer
+
+from converter.paths import cache_dir
 
 PACKAGE = "all_minilm_l6_v2"
 MODEL_NAME = "all-MiniLM-L6-v2"

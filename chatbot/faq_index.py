@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import sqlite_utils
 
+from chatbot.faq_embed import MODEL_NAME, SentenceEncoder
 from chatbot.faq_load import FaqEntry
 
 INDEX_VERSION = "1"  # bump when the schema or the way entries are indexed changes
@@ -31,11 +32,10 @@ TOKENIZER = "porter unicode61 remove_diacritics 2"
 COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
 ANSWER_ONLY_CREDIT = 0.6  # a word found only in the answer is weaker evidence than in a question
 CANDIDATES = 20
-SEMANTIC_SHARE = 0.7  # weight of the semantic signal in the blend, when the encoder is there
+SEMANTIC_SHARE = 0.9  # weight of the semantic signal in the blend, when the encoder is there
 
 # Function words and chat filler: they say nothing about which entry is meant.
-STOPWORDS = frozenset(
-    """
+_STOPWORD_TEXT = """
     a about above after again against all am an and any are aren as at be because been before
     being below between both but by can cannot could couldn did didn do does doesn doing don down
     during each few for from further had hadn has hasn have haven having he her here hers herself
@@ -48,8 +48,8 @@ STOPWORDS = frozenset(
     tell please pls plz thanks thank thx hi hello hey hiya dear ok okay yes yeah yep guys
     someone somebody something possible way able us may shall im ive id youre dont doesnt
     didnt cant wont isnt hasnt havent wasnt hi there s t d m o y
-    """.split()
-)
+"""
+STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[^\W_]+")
 
 
@@ -173,23 +173,32 @@ def index_file_for(faq_path: Path, index_dir: Path) -> Path:
 
 
 def open_index(
-    faq_path: Path, entries: list[FaqEntry], raw: bytes, index_dir: Path
+    faq_path: Path,
+    entries: list[FaqEntry],
+    raw: bytes,
+    index_dir: Path,
+    encoder: SentenceEncoder | None,
 ) -> tuple[FaqIndex, str | None]:
     """Open the cached index for these file contents, rebuilding it when the file changed.
 
     Returns the index and a warning when the cache folder cannot be written (the index then
     lives in memory for this run).
     """
-    digest = hashlib.sha256(raw).hexdigest()
+    stamp = {
+        "version": INDEX_VERSION,
+        "sha256": hashlib.sha256(raw).hexdigest(),
+        "encoder": MODEL_NAME if encoder is not None else "none",
+    }
     path = index_file_for(faq_path, index_dir)
-    if _is_current(path, digest):
+    if _is_current(path, stamp):
         return FaqIndex(_connect(path), path, rebuilt=False), None
+    stamp["source"] = str(faq_path.resolve())
     try:
         index_dir.mkdir(parents=True, exist_ok=True)
-        _build_file(path, entries, digest, str(faq_path.resolve()))
+        _build_file(path, entries, stamp, encoder)
     except (OSError, sqlite3.Error) as exc:
         connection = _connect(":memory:")
-        _fill(sqlite_utils.Database(connection), entries, digest, str(faq_path))
+        _fill(sqlite_utils.Database(connection), entries, stamp, encoder)
         warning = f"cannot write the FAQ index in {index_dir} ({exc}); using a temporary one"
         return FaqIndex(connection, None, rebuilt=True), warning
     return FaqIndex(_connect(path), path, rebuilt=True), None
@@ -199,7 +208,7 @@ def _connect(path: Path | str) -> sqlite3.Connection:
     return sqlite3.connect(str(path), check_same_thread=False)
 
 
-def _is_current(path: Path, digest: str) -> bool:
+def _is_current(path: Path, stamp: dict[str, str]) -> bool:
     if not path.is_file():
         return False
     try:
@@ -207,17 +216,19 @@ def _is_current(path: Path, digest: str) -> bool:
             meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.Error:
         return False  # damaged or from an older layout: rebuild
-    return meta.get("version") == INDEX_VERSION and meta.get("sha256") == digest
+    return all(meta.get(key) == value for key, value in stamp.items())
 
 
-def _build_file(path: Path, entries: list[FaqEntry], digest: str, source: str) -> None:
+def _build_file(
+    path: Path, entries: list[FaqEntry], stamp: dict[str, str], encoder: SentenceEncoder | None
+) -> None:
     """Build beside the target and rename over it, so no reader sees a half-built index."""
     handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".building-", suffix=".sqlite")
     os.close(handle)
     try:
         connection = _connect(temp_name)
         try:
-            _fill(sqlite_utils.Database(connection), entries, digest, source)
+            _fill(sqlite_utils.Database(connection), entries, stamp, encoder)
         finally:
             connection.close()
         os.replace(temp_name, path)
@@ -226,7 +237,16 @@ def _build_file(path: Path, entries: list[FaqEntry], digest: str, source: str) -
         raise
 
 
-def _fill(db: sqlite_utils.Database, entries: list[FaqEntry], digest: str, source: str) -> None:
+def _fill(
+    db: sqlite_utils.Database,
+    entries: list[FaqEntry],
+    stamp: dict[str, str],
+    encoder: SentenceEncoder | None,
+) -> None:
+    phrasings = [
+        (entry.id, text) for entry in entries for text in (entry.question, *entry.alternates)
+    ]
+    vectors = encoder.encode([text for _, text in phrasings]) if encoder is not None else []
     with db.conn:
         db.execute(
             "CREATE VIRTUAL TABLE faq_fts USING fts5("
@@ -241,11 +261,9 @@ def _fill(db: sqlite_utils.Database, entries: list[FaqEntry], digest: str, sourc
             }
             for entry in entries
         )
-        db["meta"].insert_all(
-            [
-                {"key": "version", "value": INDEX_VERSION},
-                {"key": "sha256", "value": digest},
-                {"key": "source", "value": source},
-            ],
-            pk="key",
+        db["vectors"].create({"faq_id": str, "vector": bytes})
+        db["vectors"].insert_all(
+            {"faq_id": faq_id, "vector": vector.astype(np.float32).tobytes()}
+            for (faq_id, _), vector in zip(phrasings, vectors, strict=False)
         )
+        db["meta"].insert_all([{"key": k, "value": v} for k, v in stamp.items()], pk="key")

@@ -62,7 +62,7 @@ def _read_bytes(path: Path) -> bytes:
     except FileNotFoundError:
         raise KnowledgeBaseError(f"FAQ file {path} does not exist") from None
     except IsADirectoryError:
-        raise KnowledgeBaseError(f"{path} is a folder; give the FAQ file (.jsonl or .csv)") from None
+        raise KnowledgeBaseError(f"{path} is a folder; give a .jsonl or .csv FAQ file") from None
     except OSError as exc:
         raise KnowledgeBaseError(f"cannot read FAQ file {path}: {exc.strerror}") from None
 

@@ -109,7 +109,11 @@ class Session:
         if not clean:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
-        retrieval = self.knowledge_base.retrieve(clean) if self.knowledge_base else None
+        try:
+            retrieval = self.knowledge_base.retrieve(clean) if self.knowledge_base else None
+        except Exception:
+            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
+            raise
         if retrieval is not None and not retrieval.confident:
             yield from self._handoff(clean)
             return

@@ -10,7 +10,7 @@ Forward hooks on the HF torch model collect, per block:
 """
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +23,6 @@ DEFAULT_CALIBRATION = Path(__file__).resolve().parent.parent / "data" / "calibra
 DEFAULT_CALIBRATION_FILE = DEFAULT_CALIBRATION / "calibration.txt"
 MIN_TOKENS = 128  # fewer tokens give statistics too noisy to rank layers or neurons by
 WINDOW = 512
-GRAM_MODULES = ("mlp.down_proj", "self_attn.o_proj")
 
 
 @dataclass
@@ -34,8 +33,6 @@ class CalibrationStats:
     block_influence: np.ndarray  # (n_layers,)
     angular_distance: np.ndarray  # (n_layers,)
     imatrix: dict[str, np.ndarray]  # "model.layers.3.mlp.down_proj" -> mean x^2 per column
-    # E[x x^T] of the down_proj / o_proj inputs, when asked for: width pruning refits with it.
-    gram: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def column_energy(self, layer: int, module: str) -> np.ndarray:
         """Mean x^2 per input column of one block's linear layer, e.g. ("mlp.down_proj")."""
@@ -77,9 +74,7 @@ def token_windows(tokenizer, text: str, window: int = WINDOW) -> list[torch.Tens
 class _Accumulator:
     """Running sums of x^2 per column and of block cosines, filled by forward hooks."""
 
-    def __init__(self, n_layers: int, gram_names: frozenset[str] = frozenset()) -> None:
-        self.gram_names = gram_names
-        self.gram: dict[str, torch.Tensor] = {}
+    def __init__(self, n_layers: int) -> None:
         self.sq: dict[str, torch.Tensor] = {}
         self.rows: dict[str, int] = {}
         self.cos_sum = np.zeros(n_layers)
@@ -92,9 +87,6 @@ class _Accumulator:
             total = x.pow(2).sum(0)
             self.sq[name] = self.sq[name] + total if name in self.sq else total
             self.rows[name] = self.rows.get(name, 0) + x.shape[0]
-            if name in self.gram_names:
-                outer = x.T @ x
-                self.gram[name] = self.gram[name] + outer if name in self.gram else outer
 
         return hook
 
@@ -109,9 +101,6 @@ class _Accumulator:
 
         return hook
 
-    def mean_gram(self) -> dict[str, torch.Tensor]:
-        return {k: (v / self.rows[k]).cpu() for k, v in self.gram.items()}
-
     def imatrix(self) -> dict[str, np.ndarray]:
         return {k: (v / self.rows[k]).cpu().numpy().astype(np.float32) for k, v in self.sq.items()}
 
@@ -123,14 +112,11 @@ def _linear_modules(model: nn.Module) -> dict[str, nn.Linear]:
 
 
 @torch.no_grad()
-def run_pass(
-    model: nn.Module, windows: list[torch.Tensor], *, blocks: bool = True, gram: bool = False
-) -> _Accumulator:
+def run_pass(model: nn.Module, windows: list[torch.Tensor], *, blocks: bool = True) -> _Accumulator:
     """Forward every window with hooks attached."""
     layers = getattr(getattr(model, "model", None), "layers", None) or []
     names = _linear_modules(model)
-    grams = frozenset(n for n in names if n.endswith(GRAM_MODULES)) if gram else frozenset()
-    acc = _Accumulator(len(layers), grams)
+    acc = _Accumulator(len(layers))
     handles = [m.register_forward_hook(acc.linear_hook(n)) for n, m in names.items()]
     if blocks:
         handles += [
@@ -151,18 +137,14 @@ def run_pass(
     return acc
 
 
-def calibrate(
-    model: nn.Module, windows: list[torch.Tensor], *, gram: bool = False
-) -> CalibrationStats:
-    """Block influence, angular distance and the importance matrix in one pass; with `gram`,
-    also the input second moments width pruning refits the remaining weights with."""
-    acc = run_pass(model, windows, gram=gram)
+def calibrate(model: nn.Module, windows: list[torch.Tensor]) -> CalibrationStats:
+    """Block influence, angular distance and the importance matrix in one pass."""
+    acc = run_pass(model, windows)
     return CalibrationStats(
         n_tokens=acc.tokens,
         block_influence=1.0 - acc.cos_sum / acc.tokens,
         angular_distance=acc.angle_sum / acc.tokens,
         imatrix=acc.imatrix(),
-        gram=acc.mean_gram(),
     )
 
 

@@ -97,6 +97,7 @@ def convert(
         src = resolve_source(source)
         check_not_source(src.path, output)
         checkpoint = load_checkpoint(src, options)
+        validate(checkpoint)
     if optimize.wanted(options):
         return optimize.convert_optimized(checkpoint, output, options, source=src, timings=timings)
     return convert_checkpoint(checkpoint, output, options, source=src, timings=timings)
@@ -162,6 +163,19 @@ def load_checkpoint(source: Source, options: ConvertOptions) -> "Checkpoint":
     from converter.checkpoint import Checkpoint
 
     return Checkpoint.open(source.path, allow_pickle=options.allow_pickle)
+
+
+def validate(checkpoint: "Checkpoint") -> None:
+    """Architecture, hyperparameters, tensor names and tokenizer, checked on a writer that
+    writes nothing: a bad source fails in a second, not after calibration or pruning."""
+    from converter.architectures import architecture_for
+    from converter.vocab import add_vocab
+
+    architecture = architecture_for(checkpoint)
+    architecture.tensor_specs()
+    writer = gguf.GGUFWriter(None, architecture.gguf_arch_name)
+    architecture.add_hparams(writer)
+    add_vocab(writer, checkpoint.tokenizer_dir, architecture.vocab_size)
 
 
 def prepare(source: Source, checkpoint: "Checkpoint") -> Prepared:

@@ -49,12 +49,11 @@ def ensure_default_gguf(quant: str = DEFAULT_QUANT) -> Path:
     with _lock(path):
         if path.is_file():
             return path
-        # Imported here: the converter pulls in torch, which callers of the checkpoint alone
-        # (and this module's importers) should not pay for.
+        # Imported here: converter.convert loads torch, which a warm cache never needs.
         from converter.convert import ConvertOptions, convert
 
         _say(f"converting {checkpoint.name} to {quant} GGUF: {path}")
-        convert(checkpoint, path, ConvertOptions(quant=quant))
+        convert(checkpoint, path, ConvertOptions(quant=quant, show_progress=sys.stderr.isatty()))
         _say(f"default model ready: {path}")
     return path
 

@@ -36,10 +36,6 @@ def pruning_requested(options: "ConvertOptions") -> bool:
     return bool(options.prune_layers or options.prune_ffn or options.prune_heads or options.prune)
 
 
-def width_pruning(options: "ConvertOptions") -> bool:
-    return bool(options.prune_ffn or options.prune_heads or options.prune)
-
-
 def wants_imatrix(options: "ConvertOptions") -> bool:
     """On by default when quantizing below 8 bits; --no-imatrix turns it off."""
     return options.use_imatrix and options.quant.upper() not in HIGH_PRECISION
@@ -84,7 +80,7 @@ def optimize(
     with timings.step("calibrate"):
         model, tokenizer = load_torch_model(checkpoint, options.device)
         windows = token_windows(tokenizer, text)
-        stats = calibrate(model, windows, gram=width_pruning(options))
+        stats = calibrate(model, windows)
     result = Optimized(checkpoint, None, stats.imatrix, {"calibration_tokens": stats.n_tokens})
     imatrix = stats.imatrix
     if pruning_requested(options):
@@ -120,8 +116,7 @@ def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, re
     say(plan.table())
     teacher = copy.deepcopy(model) if options.heal_steps else None
     with timings.step("prune"):
-        prune.apply_plan(model, plan, stats)
-        stats.gram.clear()  # the largest statistics; not needed any more
+        prune.apply_plan(model, plan)
     result.info["plan"] = [vars(lp) for lp in plan.layers]
     result.info["block_parameters"] = {"before": plan.params_before, "after": plan.params_after}
     if teacher is not None:

@@ -205,25 +205,13 @@ def _global_counts(scores: dict[int, np.ndarray], per_block: int, granule: int) 
     return counts
 
 
-def apply_plan(
-    model: nn.Module, plan: PrunePlan, stats: CalibrationStats | None = None
-) -> nn.Module:
-    """Remove the planned blocks, neurons and head groups from the torch model in place.
-
-    With calibration second moments (`calibrate(..., gram=True)`), the down_proj / o_proj
-    columns that remain are refit by least squares to reproduce the unpruned layer's output on
-    the calibration activations: a closed-form first recovery, before any healing.
-    """
+def apply_plan(model: nn.Module, plan: PrunePlan) -> nn.Module:
+    """Remove the planned blocks, neurons and head groups from the torch model in place."""
     shape = Shape.of(model)
     layers = model.model.layers
-    grams = stats.gram if stats is not None else {}
     for lp in plan.kept:
-        prefix = f"model.layers.{lp.index}."
-        _prune_mlp(
-            layers[lp.index].mlp, plan.ffn_keep[lp.index], grams.get(prefix + "mlp.down_proj")
-        )
-        attn_gram = grams.get(prefix + "self_attn.o_proj")
-        _prune_attention(layers[lp.index].self_attn, plan.kv_keep[lp.index], shape, attn_gram)
+        _prune_mlp(layers[lp.index].mlp, plan.ffn_keep[lp.index])
+        _prune_attention(layers[lp.index].self_attn, plan.kv_keep[lp.index], shape)
     model.model.layers = nn.ModuleList([layers[lp.index] for lp in plan.kept])
     for new_index, layer in enumerate(model.model.layers):
         layer.self_attn.layer_idx = new_index
@@ -231,16 +219,14 @@ def apply_plan(
     return model
 
 
-def _prune_mlp(mlp: nn.Module, keep: list[int], gram: torch.Tensor | None) -> None:
+def _prune_mlp(mlp: nn.Module, keep: list[int]) -> None:
     idx = torch.tensor(keep, dtype=torch.long)
     mlp.gate_proj = _sliced(mlp.gate_proj, rows=idx)
     mlp.up_proj = _sliced(mlp.up_proj, rows=idx)
-    mlp.down_proj = _sliced(mlp.down_proj, cols=idx, gram=gram)
+    mlp.down_proj = _sliced(mlp.down_proj, cols=idx)
 
 
-def _prune_attention(
-    attn: nn.Module, keep_groups: list[int], shape: Shape, gram: torch.Tensor | None
-) -> None:
+def _prune_attention(attn: nn.Module, keep_groups: list[int], shape: Shape) -> None:
     rep, hd = shape.heads // shape.kv_heads, shape.head_dim
     q_heads = [g * rep + r for g in keep_groups for r in range(rep)]
     q_rows = torch.tensor([h * hd + d for h in q_heads for d in range(hd)], dtype=torch.long)
@@ -248,16 +234,14 @@ def _prune_attention(
     attn.q_proj = _sliced(attn.q_proj, rows=q_rows)
     attn.k_proj = _sliced(attn.k_proj, rows=kv_rows)
     attn.v_proj = _sliced(attn.v_proj, rows=kv_rows)
-    attn.o_proj = _sliced(attn.o_proj, cols=q_rows, gram=gram)
+    attn.o_proj = _sliced(attn.o_proj, cols=q_rows)
 
 
-def _sliced(linear: nn.Linear, *, rows=None, cols=None, gram=None) -> nn.Linear:
-    """A new Linear holding the chosen output rows / input columns of `linear`; with the
-    input's second moments `gram`, the kept columns are refit to stand in for the removed."""
+def _sliced(linear: nn.Linear, *, rows=None, cols=None) -> nn.Linear:
+    """A new Linear holding the chosen output rows / input columns of `linear`."""
     w = linear.weight.data
     w = w[rows.to(w.device)] if rows is not None else w
-    if cols is not None:
-        w = w[:, cols.to(w.device)] if gram is None else refit_columns(w, gram, cols)
+    w = w[:, cols.to(w.device)] if cols is not None else w
     has_bias = linear.bias is not None
     new = nn.Linear(w.shape[1], w.shape[0], bias=has_bias, device=w.device, dtype=w.dtype)
     new.weight.data.copy_(w)
@@ -265,18 +249,6 @@ def _sliced(linear: nn.Linear, *, rows=None, cols=None, gram=None) -> nn.Linear:
         b = linear.bias.data
         new.bias.data.copy_(b[rows.to(b.device)] if rows is not None else b)
     return new
-
-
-def refit_columns(weight: torch.Tensor, gram: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """argmin_W' E||x_K W'^T - x W^T||^2 = (G_KK^-1 G_K: W^T)^T, G = E[x x^T], lightly damped."""
-    if len(keep) == gram.shape[0]:
-        return weight
-    g = gram.double()
-    g_kk = g[keep][:, keep]
-    damp = 1e-3 * g_kk.diagonal().mean() * torch.eye(len(keep), dtype=torch.float64)
-    rhs = g[keep] @ weight.detach().cpu().double().T
-    solved = torch.linalg.solve(g_kk + damp, rhs)
-    return solved.T.to(weight.device, weight.dtype)
 
 
 def _update_config(config, plan: PrunePlan, shape: Shape) -> None:

@@ -53,7 +53,7 @@ def auto_plan(
             ffn_ratio = 1.0 - width / shape.ffn
             plan = _smallest_depth_plan(model, stats, shape, ffn_ratio, heads, ratio)
             if plan is not None:
-                loss = calibration_loss(model, plan, windows[:2], stats)
+                loss = calibration_loss(model, plan, windows[:2])
                 layers = sum(not lp.keep for lp in plan.layers)
                 candidates.append(
                     Candidate(layers, ffn_ratio, heads, plan.removed_fraction, loss, plan)
@@ -73,11 +73,9 @@ def _smallest_depth_plan(model, stats, shape: Shape, ffn_ratio: float, heads: in
 
 
 @torch.no_grad()
-def calibration_loss(
-    model: nn.Module, plan: PrunePlan, windows: list[torch.Tensor], stats: CalibrationStats
-) -> float:
+def calibration_loss(model: nn.Module, plan: PrunePlan, windows: list[torch.Tensor]) -> float:
     """Mean next-token loss of the model pruned by `plan`, on a copy."""
-    pruned = apply_plan(copy.deepcopy(model), plan, stats).eval()
+    pruned = apply_plan(copy.deepcopy(model), plan).eval()
     device = next(pruned.parameters()).device
     losses = [float(pruned(input_ids=w.to(device), labels=w.to(device)).loss) for w in windows]
     del pruned

@@ -217,4 +217,4 @@ def test_ask_on_the_real_model(real_gguf, db):
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["answer"].strip() and result["completion_tokens"] > 0
-    assert result["quantization"] in ("Q4_K_M", "Q4_1")
+    assert result["quantization"] == "Q4_K_M"

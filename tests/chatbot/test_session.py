@@ -17,7 +17,7 @@ OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
 
 @pytest.fixture(scope="module")
 def engine(tiny_gguf):
-    e = LlamaEngine(tiny_gguf, n_ctx=1024, n_threads=1)
+    e = LlamaEngine(tiny_gguf, n_ctx=4096, n_threads=1)
     yield e
     e.close()
 
@@ -96,7 +96,9 @@ def test_second_turn_reuses_the_cache_and_resumed_session_sees_history(engine, s
 
 
 def test_stop_keeps_the_partial_reply_marked_stopped(engine, store):
-    session = Session(engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7))
+    session = Session(
+        engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7)
+    )
     chunks = 0
 
     def should_stop():
@@ -114,7 +116,9 @@ def test_stop_keeps_the_partial_reply_marked_stopped(engine, store):
 
 def test_abandoned_stream_still_saves_what_was_generated(engine, store):
     """The app's worker may be torn down mid-reply: closing the generator saves the text."""
-    session = Session(engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7))
+    session = Session(
+        engine, store, options=GenerationOptions(max_tokens=50, temperature=1.0, seed=7)
+    )
     stream = session.send("abandon me")
     got = ""
     for item in stream:

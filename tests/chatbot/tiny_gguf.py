@@ -36,7 +36,7 @@ def build_tiny_chat_gguf(path: Path, seed: int = 0) -> Path:
     types = [1] * 257 + [3, 3, 3]
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-chat")
-    writer.add_context_length(1024)
+    writer.add_context_length(4096)
     writer.add_embedding_length(HIDDEN)
     writer.add_block_count(LAYERS)
     writer.add_feed_forward_length(FFN)

@@ -63,7 +63,7 @@ def calibrated(tiny_llama):
     model, _ = load_torch_model(checkpoint, "cpu")
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     windows = token_windows(tokenizer, DEFAULT_CALIBRATION_FILE.read_text(encoding="utf-8"))
-    return checkpoint, windows, calibrate(model, windows[:4], gram=True)
+    return checkpoint, windows, calibrate(model, windows[:4])
 
 
 @pytest.fixture(scope="session")
@@ -79,7 +79,7 @@ def pruned(calibrated, tmp_path_factory):
         if name not in done:
             model, _ = load_torch_model(checkpoint, "cpu")
             plan = make_plan(model, stats, **PLANS[name])
-            apply_plan(model, plan, stats)
+            apply_plan(model, plan)
             out = folder / f"{name}.gguf"
             ckpt = pruned_checkpoint(model, checkpoint.config, checkpoint.tokenizer_dir)
             convert_checkpoint(ckpt, out, ConvertOptions(quant="F32"))

