@@ -8,6 +8,7 @@ subcommand is adding one decorated builder. Every ConverterError becomes one lin
 
 import argparse
 import json
+import os
 import signal
 import sys
 from collections.abc import Callable
@@ -266,6 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted (no output file written)", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `converter info X | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":
