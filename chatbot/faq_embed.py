@@ -10,6 +10,8 @@ __init__ prints).
 """
 
 import importlib.util
+import os
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -45,10 +47,11 @@ def _extracted(zip_path: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zip_path) as archive:
-        for name in MEMBERS:
-            temp = folder / f".{name}.part"
-            temp.write_bytes(archive.read(name))
-            temp.replace(folder / name)
+        for name in MEMBERS:  # unique temp names: two processes may unpack at once
+            handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
+            with os.fdopen(handle, "wb") as out:
+                out.write(archive.read(name))
+            os.replace(temp, folder / name)
     return folder
 
 

@@ -12,6 +12,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 from filelock import FileLock
@@ -62,15 +63,23 @@ def hub_reachable() -> bool:
     """True when the hub answers quickly; False offline or when HF_HUB_OFFLINE is set."""
     if os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in {"1", "true", "yes", "on"}:
         return False
+    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
+    answers: list[bool] = []
+    # A thread bounds the whole probe: httpx's timeout does not cover a stalled DNS lookup.
+    probe = threading.Thread(
+        target=lambda: answers.append(_answers(f"{endpoint}/api/models/{DEFAULT_HUB_ID}")),
+        daemon=True,
+    )
+    probe.start()
+    probe.join(HUB_PROBE_TIMEOUT_S + 1)
+    return bool(answers and answers[0])
+
+
+def _answers(url: str) -> bool:
     import httpx
 
-    endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        response = httpx.head(
-            f"{endpoint}/api/models/{DEFAULT_HUB_ID}",
-            timeout=HUB_PROBE_TIMEOUT_S,
-            follow_redirects=True,
-        )
+        response = httpx.head(url, timeout=HUB_PROBE_TIMEOUT_S, follow_redirects=True)
     except httpx.HTTPError:
         return False
     return response.status_code < 500

@@ -112,7 +112,7 @@ def heal(
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
         optimizer.step()
-        result.losses.append(float(loss))
+        result.losses.append(float(loss.detach()))
         bar.set_postfix(kl=f"{result.losses[-1]:.4f}")
     student.eval()
     student.get_input_embeddings().weight.requires_grad_(True)

@@ -191,6 +191,7 @@ def convert_optimized(
     done = optimize(checkpoint, options, timings, say)
     written = replace(options, imatrix=done.imatrix, report_path=None)
     result = convert_checkpoint(done.checkpoint, output, written, source=source, timings=timings)
+    result.report.sizes["source weights"] = checkpoint.weight_bytes()
     extra = result.report.extra
     extra["optimize"] = done.info
     extra["imatrix"] = done.imatrix is not None

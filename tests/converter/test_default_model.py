@@ -22,7 +22,7 @@ def test_unreachable_hub_is_detected_quickly(monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")  # discard port: nothing listens
     start = time.monotonic()
     assert default_model.hub_reachable() is False
-    assert time.monotonic() - start < default_model.HUB_PROBE_TIMEOUT_S + 1
+    assert time.monotonic() - start < default_model.HUB_PROBE_TIMEOUT_S + 2
 
 
 def test_the_wheel_gguf_is_found_without_importing_it():

@@ -1,4 +1,4 @@
-"""Perplexity the way llama.cpp measures it, checked on exact cases and on a tiny converted model."""
+"""Perplexity the way llama.cpp measures it: exact cases, and a tiny model through both engines."""
 
 import json
 
