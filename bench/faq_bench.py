@@ -53,8 +53,8 @@ def rates(found: list[tuple[dict, Retrieval]], threshold: float) -> dict[str, fl
         return bool(x.hits) and x.hits[0].score >= threshold
 
     return {
-        "top1": sum(x.sources[:1] == [r["expected"]] for r, x in covered) / len(covered),
-        "top3": sum(r["expected"] in x.sources for r, x in covered) / len(covered),
+        "top1": sum(x.ids[:1] == [r["expected"]] for r, x in covered) / len(covered),
+        "top3": sum(r["expected"] in x.ids for r, x in covered) / len(covered),
         "handoff_recall": sum(not sure(x) for _, x in uncovered) / len(uncovered),
         "false_handoff": sum(not sure(x) for _, x in covered) / len(covered),
     }
@@ -250,10 +250,12 @@ def bench_latency(index_dir: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--answers", type=int, default=24, help="covered questions to answer")
+    parser.add_argument("--answers", type=int, default=12, help="covered questions to answer")
     parser.add_argument("--model", type=Path, help="GGUF for the answers (default: SmolLM2)")
     parser.add_argument("--skip-answers", action="store_true", help="retrieval numbers only")
-    parser.add_argument("--size", type=int, default=1000, help="entries for the latency test (0: skip it)")
+    parser.add_argument(
+        "--size", type=int, default=1000, help="entries for the latency test (0: skip it)"
+    )
     args = parser.parse_args(argv)
     rows = load_eval()
     with tempfile.TemporaryDirectory() as tmp:
