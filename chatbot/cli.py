@@ -237,6 +237,9 @@ def _print_json(value: object) -> None:
 def cmd_chat(args: argparse.Namespace, store: Store) -> int:
     from chatbot.app import ChatApp
 
+    if args.model is None and not args.server:
+        # Build before the app starts: the converter's progress must not draw over the screen.
+        args.model = ensure_default_model()
     app = ChatApp(
         engine_factory(args), store, system_prompt=args.system, knowledge_base=_knowledge_base(args)
     )

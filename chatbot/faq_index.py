@@ -1,6 +1,6 @@
 """The FAQ's SQLite FTS5 index and the scoring behind retrieval and hand-off.
 
-Two signals, each bounded so one threshold means the same in every knowledge base:
+Two signals, each bounded to 0..1 so that one threshold can serve different knowledge bases:
 - lexical coverage: FTS5 (porter stemming) finds the entries sharing the question's words;
   coverage is the share of the question's information (its words weighted by how rare they are
   in this knowledge base, a word no entry contains weighing the most) that an entry's question
@@ -33,6 +33,7 @@ COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
 ANSWER_ONLY_CREDIT = 0.6  # a word found only in the answer is weaker evidence than in a question
 CANDIDATES = 20
 SEMANTIC_SHARE = 0.9  # weight of the semantic signal in the blend, when the encoder is there
+MAX_TERMS = 32  # a pasted essay is not a question; two FTS5 lookups per term stay bounded
 
 # Function words and chat filler: they say nothing about which entry is meant.
 _STOPWORD_TEXT = """
@@ -47,7 +48,7 @@ _STOPWORD_TEXT = """
     yourselves also anyone anything get got getting go going want wanted wants like know let
     tell please pls plz thanks thank thx hi hello hey hiya dear ok okay yes yeah yep guys
     someone somebody something possible way able us may shall im ive id youre dont doesnt
-    didnt cant wont isnt hasnt havent wasnt hi there s t d m o y
+    didnt cant wont isnt hasnt havent wasnt s t d m o y
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[^\W_]+")
@@ -62,7 +63,7 @@ def query_terms(text: str) -> list[str]:
     for word in _WORD.findall(text.lower()):
         if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
             seen.setdefault(word, None)
-    return list(seen)
+    return list(seen)[:MAX_TERMS]
 
 
 @dataclass(frozen=True)
@@ -93,10 +94,6 @@ class FaqIndex:
             if vectors
             else None
         )
-
-    @property
-    def has_vectors(self) -> bool:
-        return self._vectors is not None
 
     def search(
         self, terms: list[str], query_vector: np.ndarray | None, limit: int

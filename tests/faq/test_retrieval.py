@@ -53,6 +53,7 @@ HOSTILE = [
     "退货政策",
     "x" * 5000,
     "order " * 400,
+    " ".join(f"word{i} NEAR(" for i in range(3000)),
     "DROP TABLE faq_fts; --",
     "' OR 1=1 --",
 ]
