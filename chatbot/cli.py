@@ -1,9 +1,10 @@
 """`chatbot`: the chat app, and headless commands over the same store.
 
-Argument parsing and error reporting only: every ChatbotError becomes one `error: ...` line on
-stderr and exit code 2. Heavy modules (llama.cpp, Textual, the remote client) are imported only
-by the command that needs them, so `chatbot history` starts at once; nothing here imports torch
-or transformers (the default model is built by the converter in a separate process).
+The commands and error reporting (the options are in chatbot.cli_args): every ChatbotError
+becomes one `error: ...` line on stderr and exit code 2. Heavy modules (llama.cpp, Textual, the
+remote client) are imported only by the command that needs them, so `chatbot history` starts at
+once; nothing here imports torch or transformers (the default model is built by the converter in
+a separate process).
 """
 
 import argparse
@@ -15,173 +16,11 @@ from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 
+from chatbot.cli_args import build_parser
 from chatbot.engine import Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
 from chatbot.store import Store
-
-EPILOG = """commands (run `chatbot COMMAND --help` for each):
-  (none)     open the chat app
-  ask        send one message and print the reply
-  history    list conversations
-  export     print a conversation as Markdown or JSON
-  stats      latency and CPU cost per model
-  handoffs   questions the FAQ bot handed to a person
-"""
-
-
-def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """Options accepted before or after the command; `suppress` keeps a sub-parser from
-    overwriting a value given before the command with its default."""
-
-    def default(value: object) -> object:
-        return argparse.SUPPRESS if suppress else value
-
-    group = parser.add_argument_group("model and storage")
-    group.add_argument(
-        "--model",
-        type=Path,
-        default=default(None),
-        metavar="FILE.gguf",
-        help="GGUF model to run (default: SmolLM2-135M-Instruct Q4_K_M, "
-        "built with the converter on first use)",
-    )
-    group.add_argument(
-        "--db",
-        type=Path,
-        default=default(None),
-        metavar="FILE",
-        help="conversation database (default: chat.db in the user data folder)",
-    )
-    group.add_argument(
-        "--system",
-        default=default(None),
-        metavar="TEXT",
-        help="system prompt for new conversations",
-    )
-    group.add_argument(
-        "--faq",
-        type=Path,
-        default=default(None),
-        metavar="FILE",
-        help="FAQ bot mode: answer from this JSONL/CSV knowledge base, "
-        "hand off to a person when it has no answer",
-    )
-    group.add_argument(
-        "--server",
-        default=default(None),
-        metavar="URL",
-        help="use an OpenAI-compatible server instead of the embedded model",
-    )
-    group.add_argument(
-        "--ctx",
-        type=int,
-        default=default(4096),
-        metavar="N",
-        help="context window in tokens (default: 4096)",
-    )
-    group.add_argument(
-        "--threads",
-        type=int,
-        default=default(None),
-        metavar="N",
-        help="CPU threads for generation (default: all cores)",
-    )
-    group.add_argument(
-        "--gpu-layers",
-        type=int,
-        default=default(None),
-        metavar="N",
-        help="layers to offload to the GPU, -1 = all (default: the plan stored in the GGUF "
-        "by `converter plan`, else 0)",
-    )
-    group.add_argument(
-        "--flash-attn",
-        action=argparse.BooleanOptionalAction,
-        default=default(None),
-        help="flash attention (default: as the GGUF's offload plan says)",
-    )
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="chatbot",
-        description="Offline customer-service chatbot: a terminal chat app running a GGUF "
-        "model in-process with llama.cpp, with its history in SQLite.",
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    _common(parser, suppress=False)
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-
-    ask = commands.add_parser(
-        "ask",
-        help="send one message and print the reply as it streams",
-        description="Send one message and stream the reply to stdout.",
-    )
-    ask.add_argument("text", help="the message")
-    ask.add_argument(
-        "--conversation",
-        type=int,
-        metavar="ID",
-        help="continue this conversation (ids: `chatbot history`)",
-    )
-    ask.add_argument(
-        "--json",
-        action="store_true",
-        help="print one JSON object at the end instead of streaming text",
-    )
-    ask.add_argument(
-        "--temperature",
-        type=float,
-        default=0.7,
-        metavar="T",
-        help="sampling temperature, 0 = always the likeliest token (default: 0.7)",
-    )
-    ask.add_argument(
-        "--max-tokens",
-        type=int,
-        default=512,
-        metavar="N",
-        help="longest reply in tokens (default: 512)",
-    )
-    ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
-    _common(ask, suppress=True)
-
-    history = commands.add_parser(
-        "history",
-        help="list conversations, newest first",
-        description="List conversations, newest first.",
-    )
-    history.add_argument(
-        "--search",
-        metavar="TEXT",
-        help="only conversations whose title or messages contain these words",
-    )
-    history.add_argument("--json", action="store_true", help="print JSON")
-    _common(history, suppress=True)
-
-    export = commands.add_parser(
-        "export",
-        help="print a conversation as Markdown or JSON",
-        description="Print a whole conversation to stdout.",
-    )
-    export.add_argument("id", type=int, help="conversation id (see `chatbot history`)")
-    export.add_argument("--format", choices=("md", "json"), default="md", help="default: md")
-    _common(export, suppress=True)
-
-    for name, text in (
-        (
-            "stats",
-            "per model: turns, p50/p95 time to first token and "
-            "tokens/s, CPU seconds per 1,000 generated tokens",
-        ),
-        ("handoffs", "questions the FAQ bot handed to a person"),
-    ):
-        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
-        sub.add_argument("--json", action="store_true", help="print JSON")
-        _common(sub, suppress=True)
-    return parser
 
 
 def ensure_default_model() -> Path:

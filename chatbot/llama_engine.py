@@ -27,6 +27,7 @@ from chatbot.offload_settings import OffloadSettings
 log = logging.getLogger("chatbot.llama")
 
 GGUF_MAGIC = b"GGUF"
+N_BATCH = 512  # prompt tokens evaluated per llama_decode call
 # Used only when a GGUF carries no chat template.
 CHATML_TEMPLATE = (
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
@@ -117,6 +118,37 @@ def quantization_name(metadata: dict[str, str]) -> str:
     return f"type {value}"
 
 
+def _load_llama(
+    path: Path, n_ctx: int, threads: int, offload: OffloadSettings | None
+) -> llama_cpp.Llama:
+    """`llama_cpp.Llama` for the file, its load-time output sent to logging, or ModelLoadError.
+
+    verbose=False would dup2 fds 1 and 2 to /dev/null while loading, blanking a running TUI;
+    verbose=True with its Python prints redirected keeps the terminal untouched.
+    """
+    try:
+        _LLAMA_LOG.first_error = ""
+        with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+            return llama_cpp.Llama(
+                model_path=str(path),
+                n_ctx=n_ctx,
+                n_batch=min(N_BATCH, n_ctx),
+                n_threads=threads,
+                n_threads_batch=threads,
+                n_gpu_layers=offload.n_gpu_layers if offload else 0,
+                flash_attn=offload.flash_attn if offload else False,
+                offload_kqv=offload.offload_kqv if offload else True,
+                verbose=True,
+            )
+    except (ValueError, RuntimeError, OSError) as exc:
+        _LLAMA_LOG.flush()
+        why = _LLAMA_LOG.first_error or str(exc)
+        raise ModelLoadError(
+            f"llama.cpp cannot load {path} ({why}); the file may be truncated or of an "
+            "unsupported architecture: convert it again with `converter`"
+        ) from exc
+
+
 class LlamaEngine:
     """Engine over one `llama_cpp.Llama`; generation is serialized (one context, one cache)."""
 
@@ -125,56 +157,27 @@ class LlamaEngine:
         model_path: str | Path,
         n_ctx: int = 4096,
         n_threads: int | None = None,
-        n_gpu_layers: int = 0,
         *,
-        flash_attn: bool = False,
-        n_batch: int = 512,
         offload: OffloadSettings | None = None,
     ):
+        """Load the model; `offload` is the GGUF's plan with flags applied (CPU only when None)."""
         path = check_model_file(Path(model_path))
-        if offload is not None:  # the GGUF's plan with flags applied (chatbot.offload_settings)
-            n_gpu_layers, flash_attn = offload.n_gpu_layers, offload.flash_attn
         threads = n_threads or os.cpu_count() or 1
         self.path = path
         self._lock = threading.Lock()
-        # verbose=False would dup2 fds 1 and 2 to /dev/null while loading, blanking a running
-        # TUI; verbose=True with its Python prints redirected keeps the terminal untouched.
-        try:
-            _LLAMA_LOG.first_error = ""
-            with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
-                self.llm = llama_cpp.Llama(
-                    model_path=str(path),
-                    n_ctx=n_ctx,
-                    n_batch=min(n_batch, n_ctx),
-                    n_threads=threads,
-                    n_threads_batch=threads,
-                    n_gpu_layers=n_gpu_layers,
-                    flash_attn=flash_attn,
-                    offload_kqv=offload.offload_kqv if offload is not None else True,
-                    verbose=True,
-                )
-        except (ValueError, RuntimeError, OSError) as exc:
-            _LLAMA_LOG.flush()
-            why = _LLAMA_LOG.first_error or str(exc)
-            raise ModelLoadError(
-                f"llama.cpp cannot load {path} ({why}); the file may be truncated or of an "
-                "unsupported architecture: convert it again with `converter`"
-            ) from exc
+        self.llm = _load_llama(path, n_ctx, threads, offload)
         self.llm.verbose = False  # no per-call prints from generate()
         metadata = self.llm.metadata
         self._formatter = self._chat_formatter(metadata)
         self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)
         self._buf = ctypes.create_string_buffer(64)
-        on_gpu = n_gpu_layers != 0 and llama_cpp.llama_supports_gpu_offload()
         self.info = EngineInfo(
             model=path.name,
             quantization=quantization_name(metadata),
             n_ctx=self.llm.n_ctx(),
             threads=threads,
-            backend=f"llama.cpp ({offload.description if offload else 'GPU' if on_gpu else 'CPU'})",
-            settings=offload.as_dict()
-            if offload
-            else {"n_gpu_layers": n_gpu_layers if on_gpu else 0, "flash_attn": flash_attn},
+            backend=f"llama.cpp ({offload.description if offload else 'CPU'})",
+            settings=offload.as_dict() if offload else {"n_gpu_layers": 0, "flash_attn": False},
         )
 
     def _chat_formatter(self, metadata: dict[str, str]) -> Jinja2ChatFormatter:

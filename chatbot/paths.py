@@ -5,7 +5,8 @@ from pathlib import Path
 
 import platformdirs
 
-APP_NAME = "offline-chatbot"
+from converter.paths import APP_NAME  # one name for the data and the model cache folders
+
 DATA_ENV = "CHATBOT_DATA_DIR"
 
 

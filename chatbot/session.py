@@ -11,7 +11,7 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 from chatbot.engine import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
@@ -257,15 +257,9 @@ class Session:
         return TurnRecord(
             conversation_id=self.conversation_id,
             message_id=message_id,
-            prompt_tokens=stats.prompt_tokens,
-            cached_tokens=stats.cached_tokens,
-            completion_tokens=stats.completion_tokens,
-            ttft_ms=stats.ttft_ms,
-            decode_tps=stats.decode_tps,
-            total_ms=stats.total_ms,
             cpu_seconds=cpu,
             model_file=info.model,
             quantization=info.quantization,
             threads=info.threads,
-            stop_reason=stats.stop_reason,
+            **asdict(stats),  # prompt/cached/completion tokens, ttft, tokens/s, total, stop reason
         )

@@ -21,6 +21,7 @@ from sqlite_utils.migrations import Migrations
 
 from chatbot.errors import StoreError
 from chatbot.paths import default_db_path
+from chatbot.stats import ModelStats, model_stats
 
 DEFAULT_TITLE = "New conversation"
 BUSY_TIMEOUT_S = 5.0
@@ -120,20 +121,6 @@ class TurnRecord:
 
 
 @dataclass(frozen=True)
-class ModelStats:
-    """The running cost of one model, from the turns table."""
-
-    model_file: str
-    quantization: str
-    turns: int
-    ttft_p50_ms: float
-    ttft_p95_ms: float
-    tps_p50: float
-    tps_p95: float
-    cpu_seconds_per_1k_tokens: float
-
-
-@dataclass(frozen=True)
 class Handoff:
     """A question the FAQ bot handed to a person."""
 
@@ -146,17 +133,6 @@ class Handoff:
 def now() -> str:
     """UTC timestamp, sortable as text."""
     return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Linear-interpolated percentile (q in 0..100); 0.0 for no values."""
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    pos = (len(ordered) - 1) * q / 100
-    low = int(pos)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
 def fts_query(text: str) -> str | None:
@@ -368,28 +344,7 @@ class Store:
 
     def stats(self) -> list[ModelStats]:
         """Per model file: turn count, p50/p95 of TTFT and tokens/s, CPU s per 1,000 tokens."""
-        by_model: dict[tuple[str, str], list[TurnRecord]] = {}
-        for turn in self.turns():
-            by_model.setdefault((turn.model_file, turn.quantization), []).append(turn)
-        result = []
-        for (model_file, quant), turns in sorted(by_model.items()):
-            ttft = [t.ttft_ms for t in turns if t.completion_tokens > 0]
-            tps = [t.decode_tps for t in turns if t.completion_tokens > 1]
-            tokens = sum(t.completion_tokens for t in turns)
-            cpu = sum(t.cpu_seconds for t in turns)
-            result.append(
-                ModelStats(
-                    model_file=model_file,
-                    quantization=quant,
-                    turns=len(turns),
-                    ttft_p50_ms=percentile(ttft, 50),
-                    ttft_p95_ms=percentile(ttft, 95),
-                    tps_p50=percentile(tps, 50),
-                    tps_p95=percentile(tps, 95),
-                    cpu_seconds_per_1k_tokens=cpu * 1000 / tokens if tokens else 0.0,
-                )
-            )
-        return result
+        return model_stats(self.turns())
 
     def handoffs(self) -> list[Handoff]:
         """Hand-off replies with the question that caused each, newest first."""

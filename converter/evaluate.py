@@ -221,7 +221,7 @@ def _log_callback():
     import llama_cpp
 
     @llama_cpp.llama_log_callback
-    def route(level: int, text: bytes, user_data) -> None:
+    def route(_level: int, text: bytes, _user_data: object) -> None:
         log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
 
     return route

@@ -34,26 +34,31 @@ class GGUFSummary:
         return asdict(self)
 
 
-def read_summary(path: Path) -> GGUFSummary:
-    """Summarize a GGUF; a missing or unreadable file is a SourceError."""
+def open_gguf(path: Path) -> gguf.GGUFReader:
+    """A reader over the GGUF at `path`; SourceError if it is missing or not a readable GGUF."""
     if not path.is_file():
         raise SourceError(f"{path} does not exist or is not a file")
     try:
-        reader = gguf.GGUFReader(path)
+        return gguf.GGUFReader(path)
     except Exception as exc:  # noqa: BLE001 - ValueError, struct errors on damaged files
         raise SourceError(f"{path} is not a readable GGUF file ({exc})") from exc
+
+
+def read_summary(path: Path) -> GGUFSummary:
+    """Summarize a GGUF; a missing or unreadable file is a SourceError."""
+    reader = open_gguf(path)
     tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
-    file_type = _value(reader, gguf.Keys.General.FILE_TYPE)
+    file_type = field_value(reader, gguf.Keys.General.FILE_TYPE)
     return GGUFSummary(
         path=str(path),
         file_bytes=path.stat().st_size,
-        architecture=str(_value(reader, gguf.Keys.General.ARCHITECTURE)),
+        architecture=str(field_value(reader, gguf.Keys.General.ARCHITECTURE)),
         tensor_count=len(reader.tensors),
         parameter_count=int(sum(t.n_elements for t in reader.tensors)),
         tensor_types=dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
         file_type=_file_type_name(file_type),
-        tokenizer_model=_value(reader, gguf.Keys.Tokenizer.MODEL),
-        tokenizer_pre=_value(reader, gguf.Keys.Tokenizer.PRE),
+        tokenizer_model=field_value(reader, gguf.Keys.Tokenizer.MODEL),
+        tokenizer_pre=field_value(reader, gguf.Keys.Tokenizer.PRE),
         vocab_size=len(tokens.data) if tokens is not None else 0,
         chat_template=reader.get_field(gguf.Keys.Tokenizer.CHAT_TEMPLATE) is not None,
         project_keys={
@@ -69,7 +74,8 @@ def tensor_types_by_name(path: Path) -> dict[str, str]:
     return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
 
 
-def _value(reader: gguf.GGUFReader, key: str) -> Any:
+def field_value(reader: gguf.GGUFReader, key: str) -> Any:
+    """The value of a metadata key, or None when the file has no such key."""
     found = reader.get_field(key)
     return found.contents() if found is not None else None
 

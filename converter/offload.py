@@ -23,6 +23,7 @@ from chatbot.offload_settings import (
 )
 from converter.errors import ConverterError, OutputError, SourceError
 from converter.gguf_out import atomic_output
+from converter.info import field_value, open_gguf
 
 DEFAULT_CTX = 4096
 CTX_PAD = 256  # llama_context pads n_ctx to this
@@ -170,19 +171,14 @@ class OffloadPlan:
 
 def read_figures(path: Path) -> ModelFigures:
     """The byte figures and attention shape of a GGUF; SourceError if it is not a readable one."""
-    if not path.is_file():
-        raise SourceError(f"{path} does not exist or is not a file")
-    try:
-        reader = gguf.GGUFReader(path)
-    except Exception as exc:  # noqa: BLE001 - ValueError, struct errors on damaged files
-        raise SourceError(f"{path} is not a readable GGUF file ({exc})") from exc
-    arch = _field(reader, gguf.Keys.General.ARCHITECTURE)
-    n_layer = _field(reader, f"{arch}.block_count")
-    n_embd = _field(reader, f"{arch}.embedding_length")
+    reader = open_gguf(path)
+    arch = field_value(reader, gguf.Keys.General.ARCHITECTURE)
+    n_layer = field_value(reader, f"{arch}.block_count")
+    n_embd = field_value(reader, f"{arch}.embedding_length")
     if not isinstance(n_layer, int) or not isinstance(n_embd, int):
         raise SourceError(f"{path} has no {arch}.block_count / embedding_length; not a model GGUF")
-    n_head = _per_layer(_field(reader, f"{arch}.attention.head_count"), n_layer)
-    kv_heads = _per_layer(_field(reader, f"{arch}.attention.head_count_kv") or n_head, n_layer)
+    n_head = _per_layer(field_value(reader, f"{arch}.attention.head_count"), n_layer)
+    kv_heads = _per_layer(field_value(reader, f"{arch}.attention.head_count_kv") or n_head, n_layer)
     head_dim = n_embd // max(max(n_head), 1)
     block_bytes = [0] * n_layer
     sizes: dict[str, int] = {}
@@ -203,11 +199,11 @@ def read_figures(path: Path) -> ModelFigures:
         token_embd_bytes=token_embd,
         weights_bytes=sum(sizes.values()),
         kv_heads=tuple(kv_heads),
-        head_dim_k=_field(reader, f"{arch}.attention.key_length") or head_dim,
-        head_dim_v=_field(reader, f"{arch}.attention.value_length") or head_dim,
+        head_dim_k=field_value(reader, f"{arch}.attention.key_length") or head_dim,
+        head_dim_v=field_value(reader, f"{arch}.attention.value_length") or head_dim,
         n_head=max(n_head),
         n_embd=n_embd,
-        n_ff=max(_per_layer(_field(reader, f"{arch}.feed_forward_length") or 0, n_layer)),
+        n_ff=max(_per_layer(field_value(reader, f"{arch}.feed_forward_length") or 0, n_layer)),
         n_vocab=_vocab_size(reader, arch),
     )
 
@@ -313,12 +309,12 @@ def write_plan_metadata(src: Path, dst: Path, plan: OffloadPlan) -> None:
     complete (atomic rename), so an interrupted write leaves the old file intact.
     """
     reader = gguf.GGUFReader(src)
-    arch = _field(reader, gguf.Keys.General.ARCHITECTURE)
+    arch = field_value(reader, gguf.Keys.General.ARCHITECTURE)
     new = plan.metadata()
     try:
         with atomic_output(dst, "offload") as temp:
             writer = gguf.GGUFWriter(temp, arch=arch, endianess=reader.endianess)
-            alignment = _field(reader, gguf.Keys.General.ALIGNMENT)
+            alignment = field_value(reader, gguf.Keys.General.ALIGNMENT)
             if alignment is not None:
                 writer.data_alignment = alignment
             _copy_fields(reader, writer, skip=set(new))
@@ -351,11 +347,6 @@ def _copy_fields(reader: gguf.GGUFReader, writer: gguf.GGUFWriter, skip: set[str
         writer.add_key_value(field.name, field.contents(), vtype, sub_type=sub_type)
 
 
-def _field(reader: gguf.GGUFReader, key: str) -> object:
-    field = reader.get_field(key)
-    return field.contents() if field is not None else None
-
-
 def _per_layer(value: object, n_layer: int) -> list[int]:
     """A hyperparameter that is one number for all blocks, or an array of one per block."""
     if isinstance(value, list):
@@ -369,5 +360,5 @@ def _vocab_size(reader: gguf.GGUFReader, arch: str) -> int:
     tokens = reader.get_field(gguf.Keys.Tokenizer.LIST)
     if tokens is not None:
         return len(tokens.data)
-    size = _field(reader, f"{arch}.vocab_size")
+    size = field_value(reader, f"{arch}.vocab_size")
     return int(size) if isinstance(size, int) else 0

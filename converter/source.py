@@ -18,7 +18,6 @@ class Source:
 
     path: Path
     spec: str
-    hub_id: str | None = None
 
 
 def resolve_source(spec: str | Path) -> Source:
@@ -30,7 +29,7 @@ def resolve_source(spec: str | Path) -> Source:
             raise SourceError(f"source {text} is a file; give the checkpoint folder that holds it")
         return Source(path=path.resolve(), spec=text)
     if _HUB_ID.match(text) and not text.startswith("."):
-        return Source(path=_download(text), spec=text, hub_id=text)
+        return Source(path=_download(text), spec=text)
     raise SourceError(
         f"source {text} not found: no such folder, and it is not a hub id like owner/name"
     )

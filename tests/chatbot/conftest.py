@@ -1,9 +1,10 @@
-"""Model files for the chatbot tests: a tiny GGUF built here (fast) and the real SmolLM2 (slow)."""
+"""Shared fixtures: a tiny GGUF built here (fast), the real SmolLM2 (slow), a temp chat DB."""
 
 from pathlib import Path
 
 import pytest
 
+from chatbot.store import Store
 from tests.chatbot.tiny_gguf import build_tiny_chat_gguf
 
 
@@ -17,3 +18,15 @@ def tiny_gguf(tmp_path_factory) -> Path:
 def real_gguf(smollm2_gguf) -> Path:
     """SmolLM2-135M-Instruct Q4_K_M, converted by the project's converter (cached on disk)."""
     return smollm2_gguf("Q4_K_M")
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chat.db"
+
+
+@pytest.fixture
+def store(db_path: Path):
+    s = Store(db_path)
+    yield s
+    s.close()

@@ -10,7 +10,6 @@ from chatbot.export import export_conversation
 from chatbot.faq import KnowledgeBase
 from chatbot.llama_engine import LlamaEngine
 from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
-from chatbot.store import Store
 
 OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
 
@@ -27,13 +26,6 @@ def small_engine(tiny_gguf):
     e = LlamaEngine(tiny_gguf, n_ctx=256, n_threads=1)
     yield e
     e.close()
-
-
-@pytest.fixture
-def store(tmp_path):
-    s = Store(tmp_path / "chat.db")
-    yield s
-    s.close()
 
 
 def send(session, text, should_stop=lambda: False):

@@ -6,24 +6,15 @@ import sys
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 
 from chatbot import store as store_module
 from chatbot.errors import StoreError
-from chatbot.store import Store, TurnRecord, fts_query, percentile
-
-
-@pytest.fixture
-def db_path(tmp_path):
-    return tmp_path / "chat.db"
-
-
-@pytest.fixture
-def store(db_path):
-    s = Store(db_path)
-    yield s
-    s.close()
+from chatbot.stats import percentile
+from chatbot.store import Store, TurnRecord, fts_query
 
 
 def turn(conversation_id, ttft, tps, tokens=10, cpu=0.5, model="m.gguf"):
@@ -240,13 +231,23 @@ HOLDER = textwrap.dedent(
 )
 
 
-def test_database_locked_by_another_process_waits_then_says_so(db_path):
+@contextmanager
+def locked_by_another_process(db_path, seconds: float) -> Iterator[None]:
+    """A child process holds an exclusive lock on the (migrated) database for `seconds`."""
     Store(db_path).close()
     holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db_path), "30"], stdout=subprocess.PIPE
+        [sys.executable, "-c", HOLDER, str(db_path), str(seconds)], stdout=subprocess.PIPE
     )
     try:
         assert holder.stdout.readline().strip() == b"locked"
+        yield
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_database_locked_by_another_process_waits_then_says_so(db_path):
+    with locked_by_another_process(db_path, 30):
         s = Store(db_path, busy_timeout_s=0.5)  # up to date: opening only reads
         start = time.monotonic()
         with pytest.raises(StoreError, match="locked by another process") as err:
@@ -254,26 +255,16 @@ def test_database_locked_by_another_process_waits_then_says_so(db_path):
         assert time.monotonic() - start >= 0.4  # it waited before giving up
         assert "--db" in str(err.value)
         s.close()
-    finally:
-        holder.kill()
-        holder.wait()
     s = Store(db_path)
     assert s.list_conversations() == []  # nothing half-written
     s.close()
 
 
 def test_waiting_writer_succeeds_when_the_lock_is_released_in_time(db_path):
-    Store(db_path).close()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", HOLDER, str(db_path), "0.5"], stdout=subprocess.PIPE
-    )
-    try:
-        assert holder.stdout.readline().strip() == b"locked"
+    with locked_by_another_process(db_path, 0.5):
         s = Store(db_path, busy_timeout_s=10)
         assert s.new_conversation("waited").title == "waited"
         s.close()
-    finally:
-        holder.wait(timeout=30)
 
 
 def test_not_a_database_or_a_folder_is_a_clear_error(tmp_path):

@@ -55,13 +55,22 @@ def build_tiny_chat_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_eos_token_id(tokens.index("<|im_end|>"))
     writer.add_add_bos_token(False)
     writer.add_chat_template(CHATML)
-    rng = np.random.default_rng(seed)
+    _add_tensors(writer, len(tokens), np.random.default_rng(seed))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
+
+
+def _add_tensors(writer: gguf.GGUFWriter, n_vocab: int, rng: np.random.Generator) -> None:
+    """Random llama weights (unit norms) for every block."""
 
     def weight(*shape: int) -> np.ndarray:
         return (rng.standard_normal(shape) * 0.1).astype(np.float32)
 
     kv = HIDDEN // HEADS * KV_HEADS
-    writer.add_tensor("token_embd.weight", weight(len(tokens), HIDDEN))
+    writer.add_tensor("token_embd.weight", weight(n_vocab, HIDDEN))
     writer.add_tensor("output_norm.weight", np.ones(HIDDEN, np.float32))
     for i in range(LAYERS):
         for name, value in {
@@ -76,8 +85,3 @@ def build_tiny_chat_gguf(path: Path, seed: int = 0) -> Path:
             "ffn_down": weight(HIDDEN, FFN),
         }.items():
             writer.add_tensor(f"blk.{i}.{name}.weight", value)
-    writer.write_header_to_file()
-    writer.write_kv_data_to_file()
-    writer.write_tensors_to_file()
-    writer.close()
-    return path

@@ -111,13 +111,10 @@ def assert_close(
     )
 
 
-@pytest.mark.parametrize(
-    ("name", "n_ctx", "flash_attn"),
-    [("llama", 300, False), ("llama", 2048, True), ("deci", 1024, False), ("deci", 700, True)],
-)
-def test_tiny_estimates_match_llama_cpp(tiny_ggufs, name, n_ctx, flash_attn):
-    figures = read_figures(tiny_ggufs[name])
-    reported = measure(tiny_ggufs[name], n_ctx, flash_attn)
+def assert_estimates_match(
+    figures, reported: dict, n_ctx: int, flash_attn: bool, compute_slack_mib: float = 0.0
+) -> None:
+    """Weights, KV cache and compute buffer as estimated vs as llama.cpp reported them."""
     assert_close(figures.weights_bytes, reported["model"], TOLERANCE, "weights")
     assert_close(figures.kv_bytes(n_ctx, flash_attn), reported["kv"], TOLERANCE, "KV cache")
     assert_close(
@@ -125,8 +122,18 @@ def test_tiny_estimates_match_llama_cpp(tiny_ggufs, name, n_ctx, flash_attn):
         reported["compute"],
         COMPUTE_TOLERANCE,
         "compute buffer",
-        COMPUTE_SLACK_MIB,
+        compute_slack_mib,
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "n_ctx", "flash_attn"),
+    [("llama", 300, False), ("llama", 2048, True), ("deci", 1024, False), ("deci", 700, True)],
+)
+def test_tiny_estimates_match_llama_cpp(tiny_ggufs, name, n_ctx, flash_attn):
+    figures = read_figures(tiny_ggufs[name])
+    reported = measure(tiny_ggufs[name], n_ctx, flash_attn)
+    assert_estimates_match(figures, reported, n_ctx, flash_attn, COMPUTE_SLACK_MIB)
 
 
 @pytest.mark.slow
@@ -143,14 +150,7 @@ def test_smollm2_estimates_match_llama_cpp(smollm2_gguf, measurement, n_ctx, fla
         f"{figures.kv_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['kv']:.2f} MiB, compute "
         f"{figures.compute_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['compute']:.2f} MiB"
     )
-    assert_close(figures.weights_bytes, reported["model"], TOLERANCE, "weights")
-    assert_close(figures.kv_bytes(n_ctx, flash_attn), reported["kv"], TOLERANCE, "KV cache")
-    assert_close(
-        figures.compute_bytes(n_ctx, flash_attn),
-        reported["compute"],
-        COMPUTE_TOLERANCE,
-        "compute buffer",
-    )
+    assert_estimates_match(figures, reported, n_ctx, flash_attn)
 
 
 def test_figures_place_tensors_like_llama_cpp(tmp_path):
