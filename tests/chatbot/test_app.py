@@ -82,7 +82,7 @@ def make_app(model_path: Path, db_path: Path) -> Iterator[Callable[..., ChatApp]
 
 
 async def test_reply_streams_in_steps_and_is_saved(make_app):
-    app = make_app(max_tokens=64)
+    app = make_app(max_tokens=256)
     async with app.run_test(size=SIZE) as pilot:
         await ready(pilot)
         await pilot.press(*"Write a poem about the sea.")
