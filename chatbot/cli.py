@@ -17,6 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from chatbot.cli_args import build_parser
+from chatbot.config import load_config
 from chatbot.engine import Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
@@ -212,9 +213,11 @@ def _log_to_file() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    _log_to_file()
+    parser = build_parser()
     try:
+        parser.set_defaults(**load_config())
+        args = parser.parse_args(argv)
+        _log_to_file()
         for name in ("ctx", "threads"):
             value = getattr(args, name)
             if value is not None and value < 1:

@@ -1,0 +1,65 @@
+"""The optional config file: defaults for the command-line options, so a user sets them once.
+
+Precedence is flag > config file > built-in default. The file is TOML with top-level keys named
+like the options (`gpu_layers = 24`, `flash_attn = true`, `threads = 2`, `model = "..."`).
+"""
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import platformdirs
+
+from chatbot.errors import ChatbotError
+from converter.paths import APP_NAME
+
+CONFIG_ENV = "CHATBOT_CONFIG"
+# Key -> the type its value must have (paths are given as strings).
+KEYS: dict[str, type] = {
+    "model": Path,
+    "db": Path,
+    "system": str,
+    "faq": Path,
+    "server": str,
+    "ctx": int,
+    "threads": int,
+    "gpu_layers": int,
+    "flash_attn": bool,
+}
+_DESCRIPTIONS = {str: "text in quotes", int: "a whole number", bool: "true or false"}
+
+
+def config_path() -> Path:
+    """$CHATBOT_CONFIG, else config.toml in the user config folder."""
+    override = os.environ.get(CONFIG_ENV)
+    if override:
+        return Path(override)
+    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+
+
+def load_config(path: Path | None = None) -> dict[str, Any]:
+    """The option defaults the config file sets; {} when there is no file."""
+    path = path or config_path()
+    if not path.is_file():
+        return {}
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ChatbotError(f"cannot read the config file {path}: {exc}") from exc
+    return {key: _checked(path, key, value) for key, value in data.items()}
+
+
+def _checked(path: Path, key: str, value: object) -> object:
+    expected = KEYS.get(key)
+    if expected is None:
+        raise ChatbotError(
+            f"config file {path}: unknown key {key!r}; known keys: {', '.join(KEYS)}"
+        )
+    wanted = str if expected is Path else expected
+    # bool is an int in Python: keep `threads = true` from passing as 1.
+    if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
+        raise ChatbotError(
+            f"config file {path}: {key} must be {_DESCRIPTIONS[wanted]}, got {value!r}"
+        )
+    return Path(value).expanduser() if expected is Path else value

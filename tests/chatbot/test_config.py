@@ -1,0 +1,48 @@
+"""The config file sets option defaults; flags win; a bad file is one clear error line."""
+
+from pathlib import Path
+
+import pytest
+
+from chatbot.cli import main
+from chatbot.cli_args import build_parser
+from chatbot.config import config_path, load_config
+
+
+def parse(argv: list[str]):
+    parser = build_parser()
+    parser.set_defaults(**load_config())
+    return parser.parse_args(argv)
+
+
+def test_no_config_file_keeps_the_built_in_defaults():
+    assert not config_path().exists()
+    args = parse(["history"])
+    assert (args.ctx, args.threads, args.gpu_layers, args.flash_attn) == (4096, None, None, None)
+
+
+def test_config_file_sets_defaults_and_flags_override_it(tmp_path: Path):
+    config_path().write_text(
+        'ctx = 2048\nthreads = 1\ngpu_layers = 12\nflash_attn = true\nmodel = "~/m.gguf"\n'
+    )
+    args = parse(["ask", "hi"])
+    assert (args.ctx, args.threads, args.gpu_layers, args.flash_attn) == (2048, 1, 12, True)
+    assert args.model == Path("~/m.gguf").expanduser()
+    args = parse(["--threads", "2", "ask", "hi", "--ctx", "512", "--no-flash-attn"])
+    assert (args.ctx, args.threads, args.flash_attn) == (512, 2, False)
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("colour = 1\n", "unknown key 'colour'"),
+        ('threads = "two"\n', "threads must be a whole number"),
+        ("threads = true\n", "threads must be a whole number"),
+        ("ctx = \n", "cannot read the config file"),
+    ],
+)
+def test_bad_config_file_is_one_clear_line(capsys, text: str, message: str):
+    config_path().write_text(text)
+    assert main(["history"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and message in err[0], err
