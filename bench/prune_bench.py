@@ -52,7 +52,7 @@ class Row:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--prune-layers", type=int, default=2)
+    parser.add_argument("--prune-layers", type=int, default=1)
     parser.add_argument("--prune-ffn", type=float, default=1 / 6)
     parser.add_argument("--heal-steps", type=int, default=60)
     parser.add_argument("--repeats", type=int, default=3, help="decode runs per model")

@@ -11,82 +11,111 @@ from typing import Any
 from converter.device import DEVICES
 from converter.errors import ConverterError
 
+# The flags as data: (flag, add_argument keywords).
+OPTIMIZE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--calibration",
+        {
+            "type": Path,
+            "action": "append",
+            "default": [],
+            "metavar": "FILE",
+            "help": "calibration text (repeatable; default data/calibration/calibration.txt); "
+            "never the evaluation text",
+        },
+    ),
+    (
+        "--prune-layers",
+        {
+            "type": int,
+            "default": 0,
+            "metavar": "N",
+            "help": "remove the N blocks that change their input least",
+        },
+    ),
+    (
+        "--prune-ffn",
+        {
+            "type": float,
+            "default": 0.0,
+            "metavar": "RATIO",
+            "help": "remove this share of FFN neurons (activation x weight norm)",
+        },
+    ),
+    (
+        "--prune-heads",
+        {
+            "type": float,
+            "default": 0.0,
+            "metavar": "N",
+            "help": "remove N KV-head groups per block (or a ratio below 1)",
+        },
+    ),
+    (
+        "--prune",
+        {
+            "type": float,
+            "default": 0.0,
+            "metavar": "RATIO",
+            "help": "automatic plan removing about RATIO of the block parameters, "
+            "mixing depth and width where calibration says it hurts least",
+        },
+    ),
+    (
+        "--per-layer",
+        {
+            "action": "store_true",
+            "help": "let FFN widths and head counts differ per block (writes deci)",
+        },
+    ),
+    (
+        "--heal-steps",
+        {
+            "type": int,
+            "default": 0,
+            "metavar": "N",
+            "help": "distill from the unpruned model for N steps after pruning",
+        },
+    ),
+    (
+        "--device",
+        {
+            "choices": DEVICES,
+            "default": "auto",
+            "help": "where the torch steps run (auto: a GPU when torch sees one)",
+        },
+    ),
+    (
+        "--no-imatrix",
+        {
+            "action": "store_true",
+            "help": "quantize without the importance matrix (on by default below 8 bits)",
+        },
+    ),
+    (
+        "--tensor-type",
+        {
+            "action": "append",
+            "default": [],
+            "metavar": "PATTERN=TYPE",
+            "help": "type for tensors whose name matches PATTERN, e.g. 'token_embd=Q8_0' "
+            "(repeatable)",
+        },
+    ),
+    (
+        "--evaluate",
+        {
+            "action": "store_true",
+            "help": "report perplexity and decode speed before and after",
+        },
+    ),
+)
+
 
 def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("calibration, pruning and recovery")
-    group.add_argument(
-        "--calibration",
-        type=Path,
-        action="append",
-        default=[],
-        metavar="FILE",
-        help="calibration text (repeatable; default data/calibration/"
-        "calibration.txt); never the evaluation text",
-    )
-    group.add_argument(
-        "--prune-layers",
-        type=int,
-        default=0,
-        metavar="N",
-        help="remove the N blocks that change their input least",
-    )
-    group.add_argument(
-        "--prune-ffn",
-        type=float,
-        default=0.0,
-        metavar="RATIO",
-        help="remove this share of FFN neurons (activation x weight norm)",
-    )
-    group.add_argument(
-        "--prune-heads",
-        type=float,
-        default=0.0,
-        metavar="N",
-        help="remove N KV-head groups per block (or a ratio below 1)",
-    )
-    group.add_argument(
-        "--prune",
-        type=float,
-        default=0.0,
-        metavar="RATIO",
-        help="automatic plan removing about RATIO of the block parameters, "
-        "mixing depth and width where calibration says it hurts least",
-    )
-    group.add_argument(
-        "--per-layer",
-        action="store_true",
-        help="let FFN widths and head counts differ per block (writes deci)",
-    )
-    group.add_argument(
-        "--heal-steps",
-        type=int,
-        default=0,
-        metavar="N",
-        help="distill from the unpruned model for N steps after pruning",
-    )
-    group.add_argument(
-        "--device",
-        choices=DEVICES,
-        default="auto",
-        help="where the torch steps run (auto: a GPU when torch sees one)",
-    )
-    group.add_argument(
-        "--no-imatrix",
-        action="store_true",
-        help="quantize without the importance matrix (on by default below 8 bits)",
-    )
-    group.add_argument(
-        "--tensor-type",
-        action="append",
-        default=[],
-        metavar="PATTERN=TYPE",
-        help="type for tensors whose name matches PATTERN, e.g. 'token_embd=Q8_0' (repeatable)",
-    )
-    group.add_argument(
-        "--evaluate",
-        action="store_true",
-        help="report perplexity and decode speed before and after",
-    )
+    for flag, options in OPTIMIZE_FLAGS:
+        group.add_argument(flag, **options)
 
 
 def optimize_options(args: argparse.Namespace) -> dict[str, Any]:
