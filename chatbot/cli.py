@@ -119,9 +119,18 @@ def cmd_ask(args: argparse.Namespace, store: Store) -> int:
     if args.json:
         _print_json(_turn_json(result, engine))
     else:
-        sys.stdout.write("\n")
+        print(flush=True)
+        _print_outcome(result)
     engine.close()
     return 0
+
+
+def _print_outcome(result) -> None:
+    """The FAQ outcome on stderr, so stdout stays the answer alone for scripts."""
+    if result is not None and result.handoff:
+        print("note: handed off to a human agent (`chatbot handoffs` lists it)", file=sys.stderr)
+    elif result is not None and result.sources:
+        print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
 
 
 def _turn_json(result, engine: Engine) -> dict:

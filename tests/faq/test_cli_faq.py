@@ -65,3 +65,18 @@ def test_ask_with_a_broken_faq_is_one_error_line(tmp_path):
     assert done.stderr.strip().splitlines() == [
         f"error: {empty} is empty; add FAQ entries (JSONL or CSV)"
     ]
+
+
+@pytest.mark.slow
+def test_plain_ask_names_its_sources_and_hand_offs_on_stderr(smollm2, tmp_path):
+    common = ("--faq", STORE_FAQ, "--model", smollm2, "--db", tmp_path / "chat.db")
+    done = chatbot(
+        "ask", *common, "--temperature", 0, "--max-tokens", 40, "How long do refunds take?"
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() and "sources: refund-timing" in done.stderr
+
+    done = chatbot("ask", *common, "What is the capital of Mongolia?")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == DEFAULT_HANDOFF_REPLY
+    assert "handed off to a human agent" in done.stderr
