@@ -33,10 +33,19 @@ def subcommand(name: str) -> Callable[[Builder], Builder]:
     return register
 
 
-def _quant_list() -> str:
-    from converter.quantize import ALL_TYPES
+_QUANT_LIST = "{quant_types}"
 
-    return ", ".join(ALL_TYPES)
+
+class _Parser(argparse.ArgumentParser):
+    """Fills the quantization-type list into epilogs only when help is printed: the list
+    comes from converter.quantize, which loads llama.cpp, and `converter info` needs none."""
+
+    def format_help(self) -> str:
+        if self.epilog and _QUANT_LIST in self.epilog:
+            from converter.quantize import ALL_TYPES
+
+            self.epilog = self.epilog.replace(_QUANT_LIST, ", ".join(ALL_TYPES))
+        return super().format_help()
 
 
 @subcommand("convert")
@@ -46,7 +55,7 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:
         help="convert a Hugging Face checkpoint to a quantized GGUF (the default command)",
         description="Convert a Hugging Face causal LM (a local checkpoint folder or a hub id "
         "such as HuggingFaceTB/SmolLM2-135M-Instruct) into a GGUF file for llama.cpp.",
-        epilog=f"quantization types: {_quant_list()}",
+        epilog=f"quantization types: {_QUANT_LIST}",
     )
     parser.add_argument("source", help="checkpoint folder (with config.json) or hub id owner/name")
     parser.add_argument("-o", "--output", required=True, type=Path, help="the GGUF file to write")
@@ -236,11 +245,11 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="converter",
         description="Turn a Hugging Face causal LM into a quantized GGUF for llama.cpp. "
         "`converter SOURCE -o OUT.gguf [--quant TYPE]` is short for `converter convert ...`.",
-        epilog=f"quantization types: {_quant_list()}. Run `converter COMMAND --help` for details.",
+        epilog=f"quantization types: {_QUANT_LIST}. Run `converter COMMAND --help` for details.",
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for builder in SUBCOMMANDS.values():

@@ -71,7 +71,7 @@ def read_summary(path: Path) -> GGUFSummary:
 
 def tensor_types_by_name(path: Path) -> dict[str, str]:
     """Each tensor's GGML type, by tensor name."""
-    return {t.name: t.tensor_type.name for t in gguf.GGUFReader(path).tensors}
+    return {t.name: t.tensor_type.name for t in open_gguf(path).tensors}
 
 
 def field_value(reader: gguf.GGUFReader, key: str) -> Any:

@@ -308,7 +308,7 @@ def write_plan_metadata(src: Path, dst: Path, plan: OffloadPlan) -> None:
     Tensors are copied one at a time from the memory-mapped source; `dst` appears only when
     complete (atomic rename), so an interrupted write leaves the old file intact.
     """
-    reader = gguf.GGUFReader(src)
+    reader = open_gguf(src)
     arch = field_value(reader, gguf.Keys.General.ARCHITECTURE)
     new = plan.metadata()
     try:

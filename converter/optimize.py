@@ -6,6 +6,7 @@ healing or an importance matrix (on by default below 8 bits). Everything the use
 """
 
 import copy
+import math
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
@@ -196,7 +197,7 @@ def convert_optimized(
     extra["optimize"] = done.info
     extra["imatrix"] = done.imatrix is not None
     extra["parameters"] = {
-        "before": sum(_numel(info.shape) for _, info in checkpoint.items()),
+        "before": sum(math.prod(info.shape) for _, info in checkpoint.items()),
         "after": result.report.parameter_count,
     }
     if options.evaluate:
@@ -219,13 +220,6 @@ def _evaluation(checkpoint, output, options, done: Optimized, timings) -> dict[s
         if pruning_requested(options):
             before = compare_before(checkpoint, options, done.unpruned_imatrix, text)
     return {"before": before, "after": after}
-
-
-def _numel(shape: tuple[int, ...]) -> int:
-    count = 1
-    for dim in shape:
-        count *= dim
-    return count
 
 
 def format_summary(extra: dict[str, Any]) -> str:

@@ -103,10 +103,7 @@ def _read_tokenizer_json(model_dir: Path) -> dict[str, Any] | None:
     path = model_dir / "tokenizer.json"
     if not path.is_file():
         return None
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise SourceError(f"cannot read {path}: {exc}") from exc
+    data = _load_json(path)
     if not isinstance(data, dict) or not isinstance(data.get("model"), dict):
         raise SourceError(f"{path} is not a tokenizers file (no model section)")
     return data
@@ -271,10 +268,15 @@ def _check_id(token_id: int, vocab_size: int, text: str) -> None:
 
 
 def _read_json(path: Path) -> dict[str, Any]:
+    """An optional JSON object file: {} when it is missing or not an object."""
     if not path.is_file():
         return {}
+    data = _load_json(path)
+    return data if isinstance(data, dict) else {}
+
+
+def _load_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SourceError(f"cannot read {path}: {exc}") from exc
-    return data if isinstance(data, dict) else {}
