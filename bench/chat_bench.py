@@ -159,7 +159,9 @@ def bench_conversation(engine: LlamaEngine, repeats: int, max_tokens: int) -> No
             turn2.append(turns[1][0].stats.ttft_ms)
             turn10.append(turns[9][0].stats.ttft_ms)
             shares += [100 * write / wall for _, wall, write in turns]
-            logged = Store(Path(tmp) / f"bench{r}.db").turns()
+        last = Store(Path(tmp) / f"bench{repeats - 1}.db")
+        logged = last.turns()
+        last.close()
         print("10-turn conversation (last run, from the turns table):")
         print("  turn  prompt  reused  new  ttft_ms  tokens/s")
         for i, t in enumerate(logged, 1):

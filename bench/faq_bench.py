@@ -125,8 +125,8 @@ def key_facts(text: str) -> list[str]:
 def cited_entry(answer: str, sources: tuple[str, ...], kb: KnowledgeBase):
     """The entry an answer cites: an [id] it names, else the best retrieved entry."""
     for faq_id in re.findall(r"\[([^\]]+)\]", answer):
-        if kb.entry(faq_id.strip()) is not None:
-            return kb.entry(faq_id.strip())
+        if (entry := kb.entry(faq_id.strip())) is not None:
+            return entry
     return kb.entry(sources[0]) if sources else None
 
 

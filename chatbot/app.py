@@ -16,7 +16,7 @@ from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import ModalScreen
-from textual.widgets import Footer, ListView
+from textual.widgets import Footer
 
 from chatbot.engine import Engine, GenerationOptions
 from chatbot.errors import ChatbotError
@@ -27,7 +27,7 @@ from chatbot.screens.help import HelpScreen
 from chatbot.screens.rename import RenameScreen
 from chatbot.store import Conversation, Store
 from chatbot.widgets.chat_panel import ChatPanel
-from chatbot.widgets.conversation_list import ConversationItem, ConversationList
+from chatbot.widgets.conversation_list import ConversationList
 from chatbot.widgets.feedback import shown_errors
 from chatbot.widgets.input_box import InputBox
 from chatbot.widgets.message_view import ReplyEnded
@@ -84,7 +84,6 @@ class ChatApp(App[None]):
         super().__init__()
         self._engine_factory = engine_factory
         self.store = store
-        self.knowledge_base = knowledge_base
         self.panel = ChatPanel(
             store,
             options=options or GenerationOptions(),
@@ -118,7 +117,7 @@ class ChatApp(App[None]):
         with shown_errors(self):
             conversations = self.store.list_conversations()
         await self.open_conversation(conversations[0].id if conversations else None)
-        for warning in getattr(self.knowledge_base, "warnings", [])[:5]:
+        for warning in getattr(self.panel.knowledge_base, "warnings", [])[:5]:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()
 
@@ -195,12 +194,7 @@ class ChatApp(App[None]):
 
     def target(self, verb: str) -> Conversation | None:
         """The conversation an action applies to: highlighted in the focused list, else open."""
-        list_view = self.query_one("#conversations", ListView)
-        item = list_view.highlighted_child
-        if list_view.has_focus and isinstance(item, ConversationItem):
-            target_id: int | None = item.conversation_id
-        else:
-            target_id = self.conversation_id
+        target_id = self.query_one(ConversationList).highlighted_id or self.conversation_id
         if target_id is None:
             self.notify(f"Nothing to {verb} yet: send a message first.", markup=False)
             return None
@@ -269,7 +263,7 @@ class ChatApp(App[None]):
         self.query_one(ConversationList).focus_search()
 
     def action_focus_list(self) -> None:
-        self.query_one("#conversations", ListView).focus()
+        self.query_one(ConversationList).focus_list()
 
     def action_focus_input(self) -> None:
         self.query_one(InputBox).focus()

@@ -65,7 +65,19 @@ class ConversationList(Vertical):
     @on(Input.Submitted, "#search")
     def _to_results(self, event: Input.Submitted) -> None:
         event.stop()
-        self.query_one("#conversations", ListView).focus()
+        self.focus_list()
 
     def focus_search(self) -> None:
         self.query_one("#search", Input).focus()
+
+    def focus_list(self) -> None:
+        self.query_one("#conversations", ListView).focus()
+
+    @property
+    def highlighted_id(self) -> int | None:
+        """The conversation highlighted in the list while the list has focus, else None."""
+        list_view = self.query_one("#conversations", ListView)
+        item = list_view.highlighted_child
+        if list_view.has_focus and isinstance(item, ConversationItem):
+            return item.conversation_id
+        return None

@@ -1,6 +1,7 @@
 """The status line: which model runs where, how fast the last reply was, how full the context is."""
 
 from textual.content import Content
+from textual.reactive import reactive
 from textual.widgets import Static
 
 from chatbot.engine import EngineInfo, GenerationStats
@@ -27,35 +28,30 @@ def reply_text(stats: GenerationStats | TurnRecord | None, n_ctx: int | None) ->
 
 
 class StatusLine(Static):
-    """One line at the bottom; the app tells it the engine, the last reply and its state."""
+    """One line at the bottom; the app tells it the engine, the last reply and its state.
 
-    def __init__(self, *, id: str | None = None) -> None:  # noqa: A002 (Textual's name)
-        super().__init__("", id=id)
-        self._engine = ""
-        self._stats: GenerationStats | TurnRecord | None = None
-        self._state = "Loading model…"
-        self._n_ctx: int | None = None
+    The parts are reactive, so Textual repaints the line whenever one of them changes.
+    """
 
-    def on_mount(self) -> None:
-        self._render_line()
+    _engine: reactive[str] = reactive("")
+    _stats: reactive[GenerationStats | TurnRecord | None] = reactive(None)
+    _state: reactive[str] = reactive("Loading model…")
+    _n_ctx: reactive[int | None] = reactive(None)
 
     def set_engine(self, info: EngineInfo) -> None:
         self._engine = engine_text(info)
         self._n_ctx = info.n_ctx
-        self._render_line()
 
     def set_reply(self, stats: GenerationStats | TurnRecord | None) -> None:
         self._stats = stats
-        self._render_line()
 
     def set_state(self, state: str) -> None:
         self._state = state
-        self._render_line()
 
     @property
     def line(self) -> str:
         reply = reply_text(self._stats, self._n_ctx)
         return SEPARATOR.join(part for part in (self._state, reply, self._engine) if part)
 
-    def _render_line(self) -> None:
-        self.update(Content(self.line))
+    def render(self) -> Content:
+        return Content(self.line)
