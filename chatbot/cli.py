@@ -151,6 +151,11 @@ def _turn_json(result, engine: Engine) -> dict:
     }
 
 
+def _minute(stamp: str) -> str:
+    """A stored timestamp (see chatbot.store.now) shown to the minute: "2026-01-31 12:34"."""
+    return stamp[:16].replace("T", " ")
+
+
 def cmd_history(args: argparse.Namespace, store: Store) -> int:
     conversations = store.list_conversations(args.search)
     if args.json:
@@ -159,7 +164,7 @@ def cmd_history(args: argparse.Namespace, store: Store) -> int:
     if not conversations:
         print("no conversations" + (" match" if args.search else " yet"))
     for c in conversations:
-        print(f"{c.id:>5}  {c.updated_at[:16].replace('T', ' ')}  {c.title}")
+        print(f"{c.id:>5}  {_minute(c.updated_at)}  {c.title}")
     return 0
 
 
@@ -193,9 +198,7 @@ def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
     if not handoffs:
         print("no hand-offs")
     for h in handoffs:
-        print(
-            f"{h.created_at[:16].replace('T', ' ')}  conversation {h.conversation_id}: {h.question}"
-        )
+        print(f"{_minute(h.created_at)}  conversation {h.conversation_id}: {h.question}")
     return 0
 
 

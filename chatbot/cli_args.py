@@ -8,6 +8,8 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from chatbot.engine import GenerationOptions  # the app's defaults, so `ask` cannot drift
+
 EPILOG = """commands (run `chatbot COMMAND --help` for each):
   (none)     open the chat app
   ask        send one message and print the reply
@@ -157,16 +159,16 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "--temperature",
         type=float,
-        default=0.7,
+        default=GenerationOptions.temperature,
         metavar="T",
-        help="sampling temperature, 0 = always the likeliest token (default: 0.7)",
+        help="sampling temperature, 0 = always the likeliest token (default: %(default)s)",
     )
     ask.add_argument(
         "--max-tokens",
         type=int,
-        default=512,
+        default=GenerationOptions.max_tokens,
         metavar="N",
-        help="longest reply in tokens (default: 512)",
+        help="longest reply in tokens (default: %(default)s)",
     )
     ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
     _common(ask, suppress=True)

@@ -54,6 +54,20 @@ class GenerationStats:
     stop_reason: str  # "stop", "length" or "cancelled"
 
 
+def token_timing(
+    start: float, first: float | None, last: float, tokens: int
+) -> tuple[float, float]:
+    """Time to first token (ms) and tokens/s after it, from `time.perf_counter` stamps.
+
+    Shared by the engines so both measure `ttft_ms` and `decode_tps` by the same rule.
+    """
+    if first is None:
+        return 0.0, 0.0
+    decode_s = last - first
+    tps = (tokens - 1) / decode_s if tokens > 1 and decode_s > 0 else 0.0
+    return (first - start) * 1000, tps
+
+
 class Engine(Protocol):
     """Generates a reply to a list of chat messages, one chunk at a time."""
 

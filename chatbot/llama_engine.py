@@ -20,7 +20,14 @@ from pathlib import Path
 import llama_cpp
 from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
-from chatbot.engine import ChatMessage, EngineInfo, GenerationOptions, GenerationStats, TextChunk
+from chatbot.engine import (
+    ChatMessage,
+    EngineInfo,
+    GenerationOptions,
+    GenerationStats,
+    TextChunk,
+    token_timing,
+)
 from chatbot.errors import EngineError, ModelLoadError
 from chatbot.offload_settings import OffloadSettings
 
@@ -171,6 +178,7 @@ class LlamaEngine:
         self._formatter = self._chat_formatter(metadata)
         self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)
         self._buf = ctypes.create_string_buffer(64)
+        self._last_tokens: tuple[tuple, tuple[int, ...]] | None = None  # see tokens()
         self.info = EngineInfo(
             model=path.name,
             quantization=quantization_name(metadata),
@@ -191,7 +199,15 @@ class LlamaEngine:
         )
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
-        """The prompt tokens: messages rendered with the chat template, special tokens parsed."""
+        """The prompt tokens: messages rendered with the chat template, special tokens parsed.
+
+        The last result is kept: a turn counts its prompt to fit the context, then streams that
+        same prompt, so it is rendered and tokenized once, not twice.
+        """
+        key = tuple(tuple(message.items()) for message in messages)
+        last = self._last_tokens
+        if last is not None and last[0] == key:
+            return list(last[1])
         try:
             prompt = self._formatter(messages=messages).prompt
         except Exception as exc:  # jinja2 errors from a model's template
@@ -200,7 +216,9 @@ class LlamaEngine:
             ) from exc
         bos = self._formatter.bos_token
         add_bos = not (bos and prompt.startswith(bos))
-        return self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        self._last_tokens = (key, tuple(tokens))
+        return tokens
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
         return len(self.tokens(messages))
@@ -208,11 +226,9 @@ class LlamaEngine:
     def cached_prefix(self, tokens: list[int]) -> int:
         """Prompt tokens `Llama.generate` will reuse from the KV cache (its own rule)."""
         llm = self.llm
-        common = 0
-        for have, want in zip(llm.input_ids[: llm.n_tokens].tolist(), tokens, strict=False):
-            if have != want:
-                break
-            common += 1
+        common = llama_cpp.Llama.longest_token_prefix(
+            llm.input_ids[: llm.n_tokens].tolist(), tokens
+        )
         if common == len(tokens):
             exact = llm.n_tokens == len(tokens) and not llm._requires_eval  # noqa: SLF001
             return common if exact else common - 1
@@ -279,13 +295,13 @@ class LlamaEngine:
         tail = decoder.decode(b"", final=True)
         if tail:
             yield TextChunk(tail)
-        decode_s = last - first
+        ttft_ms, decode_tps = token_timing(start, first if sampled else None, last, sampled)
         yield GenerationStats(
             prompt_tokens=len(tokens),
             cached_tokens=max(cached, 0),
             completion_tokens=completion,
-            ttft_ms=(first - start) * 1000 if sampled else 0.0,
-            decode_tps=(sampled - 1) / decode_s if sampled > 1 and decode_s > 0 else 0.0,
+            ttft_ms=ttft_ms,
+            decode_tps=decode_tps,
             total_ms=(time.perf_counter() - start) * 1000,
             stop_reason=reason,
         )

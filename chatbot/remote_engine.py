@@ -15,7 +15,14 @@ from typing import Any
 
 import httpx
 
-from chatbot.engine import ChatMessage, EngineInfo, GenerationOptions, GenerationStats, TextChunk
+from chatbot.engine import (
+    ChatMessage,
+    EngineInfo,
+    GenerationOptions,
+    GenerationStats,
+    TextChunk,
+    token_timing,
+)
 from chatbot.errors import EngineError
 
 DEFAULT_TIMEOUT_S = 60.0
@@ -151,13 +158,13 @@ class RemoteEngine:
         if cached is None:
             cached = (final.get("timings") or {}).get("cache_n", 0)  # llama.cpp's server
         reason = final.get("finish_reason") or "stop"
-        decode_s = end - first if first is not None else 0.0
+        ttft_ms, decode_tps = token_timing(start, first, end, completion)
         return GenerationStats(
             prompt_tokens=int(prompt) if prompt is not None else self.count_tokens(messages),
             cached_tokens=int(cached or 0),
             completion_tokens=completion,
-            ttft_ms=(first - start) * 1000 if first is not None else 0.0,
-            decode_tps=(completion - 1) / decode_s if completion > 1 and decode_s > 0 else 0.0,
+            ttft_ms=ttft_ms,
+            decode_tps=decode_tps,
             total_ms=(end - start) * 1000,
             stop_reason=reason if reason in ("length", "cancelled") else "stop",
         )
@@ -280,7 +287,8 @@ def _context_of(model: dict[str, Any] | None) -> int | None:
 
 def _error_detail(response: httpx.Response) -> str:
     try:
-        return _message_of(response.json().get("error") or response.json())
+        body = response.json()
+        return _message_of(body.get("error") or body)
     except (ValueError, AttributeError):
         text = " ".join(response.text.split())
         return text[:_ERROR_BODY_CHARS] or response.reason_phrase
