@@ -125,28 +125,17 @@ def quantization_name(metadata: dict[str, str]) -> str:
     return f"type {value}"
 
 
-def _load_llama(
-    path: Path, n_ctx: int, threads: int, offload: OffloadSettings | None
-) -> llama_cpp.Llama:
-    """`llama_cpp.Llama` for the file, its load-time output sent to logging, or ModelLoadError.
+def load_llama(path: Path, **params: object) -> llama_cpp.Llama:
+    """`llama_cpp.Llama(path, **params)`, its load-time output sent to logging, or ModelLoadError.
 
     verbose=False would dup2 fds 1 and 2 to /dev/null while loading, blanking a running TUI;
-    verbose=True with its Python prints redirected keeps the terminal untouched.
+    verbose=True with its Python prints redirected keeps the terminal untouched. The returned
+    model has verbose switched off again: no prints per call either.
     """
     try:
         _LLAMA_LOG.first_error = ""
         with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
-            return llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_batch=min(N_BATCH, n_ctx),
-                n_threads=threads,
-                n_threads_batch=threads,
-                n_gpu_layers=offload.n_gpu_layers if offload else 0,
-                flash_attn=offload.flash_attn if offload else False,
-                offload_kqv=offload.offload_kqv if offload else True,
-                verbose=True,
-            )
+            llm = llama_cpp.Llama(model_path=str(path), verbose=True, **params)
     except (ValueError, RuntimeError, OSError) as exc:
         _LLAMA_LOG.flush()
         why = _LLAMA_LOG.first_error or str(exc)
@@ -154,6 +143,24 @@ def _load_llama(
             f"llama.cpp cannot load {path} ({why}); the file may be truncated or of an "
             "unsupported architecture: convert it again with `converter`"
         ) from exc
+    llm.verbose = False
+    return llm
+
+
+def _load_chat_model(
+    path: Path, n_ctx: int, threads: int, offload: OffloadSettings | None
+) -> llama_cpp.Llama:
+    """The chat model with this context size, thread count and GPU offload plan."""
+    return load_llama(
+        path,
+        n_ctx=n_ctx,
+        n_batch=min(N_BATCH, n_ctx),
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=offload.n_gpu_layers if offload else 0,
+        flash_attn=offload.flash_attn if offload else False,
+        offload_kqv=offload.offload_kqv if offload else True,
+    )
 
 
 class LlamaEngine:
@@ -172,8 +179,7 @@ class LlamaEngine:
         threads = n_threads or os.cpu_count() or 1
         self.path = path
         self._lock = threading.Lock()
-        self.llm = _load_llama(path, n_ctx, threads, offload)
-        self.llm.verbose = False  # no per-call prints from generate()
+        self.llm = _load_chat_model(path, n_ctx, threads, offload)
         metadata = self.llm.metadata
         self._formatter = self._chat_formatter(metadata)
         self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)

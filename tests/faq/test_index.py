@@ -66,7 +66,7 @@ def test_unwritable_cache_falls_back_to_a_temporary_index(tmp_path):
 
 
 def test_encoder_matches_the_reference_bert(tmp_path, store_kb):
-    """The numpy MiniLM gives the same sentence vectors as transformers' BertModel."""
+    """MiniLM in llama.cpp gives the same sentence vectors as transformers' BertModel."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     import zipfile
