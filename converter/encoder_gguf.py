@@ -15,6 +15,7 @@ from pathlib import Path
 
 import gguf
 import numpy as np
+from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from converter.errors import ConverterError
@@ -86,7 +87,7 @@ def write_encoder_gguf(folder: Path, output: Path) -> Path:
     try:
         config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
         weights = load_file(str(folder / "model.safetensors"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, SafetensorError) as exc:
         raise ConverterError(f"cannot read the sentence encoder in {folder}: {exc}") from exc
     if config.get("model_type") != "bert":
         raise ConverterError(f"{folder} holds a {config.get('model_type')} model, not BERT")
