@@ -8,7 +8,9 @@ ratio to the unpruned F16. Then the issue's targets, each with its measured figu
 2. pruned+healed Q4_K_M: >= 15% fewer block parameters, perplexity <= 1.20x the unpruned Q4_K_M
    (with imatrix, the same pipeline without pruning), decode >= 1.08x faster, smaller file.
 
-Run: `.venv/bin/python bench/prune_bench.py [--prune-layers N] [--prune-ffn R] [--heal-steps N]`.
+Run: `.venv/bin/python bench/prune_bench.py [--prune-layers N] [--prune-ffn R] [--heal-steps N]
+[--calibration FILE ...]`. The pruned model's FFN is refit by least squares before healing
+(converter.refit); calibration defaults to every text file in data/calibration.
 """
 
 import argparse
@@ -54,8 +56,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--prune-layers", type=int, default=1)
     parser.add_argument("--prune-ffn", type=float, default=1 / 6)
-    parser.add_argument("--heal-steps", type=int, default=60)
+    parser.add_argument("--heal-steps", type=int, default=100)
     parser.add_argument("--repeats", type=int, default=3, help="decode runs per model")
+    parser.add_argument(
+        "--calibration", type=Path, action="append", default=[], metavar="FILE",
+        help="calibration text for the imatrix, refit and healing (repeatable; default: every "
+        "data/calibration/*.txt)",
+    )  # fmt: skip
     return parser.parse_args(argv)
 
 
@@ -64,10 +71,11 @@ def build(checkpoint: Path, folder: Path, args: argparse.Namespace) -> list[Row]
     variants = {
         "F16": ConvertOptions(quant="F16"),
         "Q4_K_M": ConvertOptions(quant="Q4_K_M", use_imatrix=False),
-        "Q4_K_M+imatrix": ConvertOptions(quant="Q4_K_M"),
+        "Q4_K_M+imatrix": ConvertOptions(quant="Q4_K_M", calibration=args.calibration),
         "Q4_K_M pruned+healed": ConvertOptions(
             quant="Q4_K_M", prune_layers=args.prune_layers, prune_ffn=args.prune_ffn,
             heal_steps=args.heal_steps, device="cpu", say=print, show_progress=True,
+            calibration=args.calibration,
         ),
     }  # fmt: skip
     rows = []

@@ -39,9 +39,15 @@ class CalibrationStats:
         return self.imatrix[f"model.layers.{layer}.{module}"]
 
 
+def default_calibration_files() -> list[Path]:
+    """Every text file shipped in data/calibration: the more varied the text, the better
+    the pruning scores, the least-squares refit and the healing generalise."""
+    return sorted(DEFAULT_CALIBRATION.glob("*.txt")) or [DEFAULT_CALIBRATION_FILE]
+
+
 def read_calibration_text(paths: Sequence[Path] = ()) -> str:
     """The calibration files joined; missing or empty files are the user's to fix."""
-    paths = list(paths) or [DEFAULT_CALIBRATION_FILE]
+    paths = list(paths) or default_calibration_files()
     parts = []
     for path in paths:
         try:

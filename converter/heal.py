@@ -19,6 +19,7 @@ from converter.errors import ConverterError
 
 DEFAULT_LR = 2e-4
 DEFAULT_SEQ_LEN = 256
+DEFAULT_BATCH = 4  # 4 x 256 tokens per step: smoother than one crop, same wall time per token
 
 
 @dataclass
@@ -83,12 +84,15 @@ def heal(
     lr: float = DEFAULT_LR,
     seq_len: int = DEFAULT_SEQ_LEN,
     hidden_weight: float = 0.0,
+    batch_size: int = DEFAULT_BATCH,
     seed: int = 0,
     progress: bool = True,
 ) -> HealResult:
     """Train `student` in place to match `teacher` on random crops of the calibration text."""
     if steps < 0:
         raise ConverterError(f"--heal-steps {steps}: give a number of steps >= 0")
+    if batch_size < 1:
+        raise ConverterError(f"healing batch size {batch_size}: give a batch size >= 1")
     start = time.perf_counter()
     result = HealResult(steps=steps, seconds=0.0)
     if steps == 0:
@@ -103,8 +107,8 @@ def heal(
     student.train()
     bar = tqdm(range(steps), desc="Healing", unit="step", disable=not progress)
     for step in bar:
-        begin = int(torch.randint(0, stream.numel() - seq_len, (1,), generator=generator))
-        ids = stream[begin : begin + seq_len].unsqueeze(0).to(device)
+        begins = torch.randint(0, stream.numel() - seq_len, (batch_size,), generator=generator)
+        ids = torch.stack([stream[b : b + seq_len] for b in begins.tolist()]).to(device)
         for group in optimizer.param_groups:
             group["lr"] = _lr_at(step, steps, lr)
         loss = distill_loss(student, teacher, ids, hidden_weight)

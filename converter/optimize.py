@@ -95,10 +95,12 @@ def optimize(
 
 
 def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, result):
-    """Plan (printed before it runs), apply, heal; returns the pruned model's imatrix."""
+    """Plan (printed before it runs), refit the pruned widths, apply, heal; returns the pruned
+    model's imatrix."""
     from converter import prune, prune_auto
     from converter.calibrate import collect_imatrix
     from converter.heal import heal
+    from converter.refit import refit_plan
 
     with timings.step("plan"):
         if options.prune:
@@ -117,6 +119,7 @@ def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, re
     say(plan.table())
     teacher = copy.deepcopy(model) if options.heal_steps else None
     with timings.step("prune"):
+        refit_plan(model, plan, windows)
         prune.apply_plan(model, plan)
     result.info["plan"] = [vars(lp) for lp in plan.layers]
     result.info["block_parameters"] = {"before": plan.params_before, "after": plan.params_after}

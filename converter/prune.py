@@ -226,10 +226,16 @@ def _prune_mlp(mlp: nn.Module, keep: list[int]) -> None:
     mlp.down_proj = _sliced(mlp.down_proj, cols=idx)
 
 
-def _prune_attention(attn: nn.Module, keep_groups: list[int], shape: Shape) -> None:
+def query_columns(keep_groups: list[int], shape: Shape) -> list[int]:
+    """Rows of q_proj (and columns of o_proj) that belong to the kept KV-head groups."""
     rep, hd = shape.heads // shape.kv_heads, shape.head_dim
     q_heads = [g * rep + r for g in keep_groups for r in range(rep)]
-    q_rows = torch.tensor([h * hd + d for h in q_heads for d in range(hd)], dtype=torch.long)
+    return [h * hd + d for h in q_heads for d in range(hd)]
+
+
+def _prune_attention(attn: nn.Module, keep_groups: list[int], shape: Shape) -> None:
+    hd = shape.head_dim
+    q_rows = torch.tensor(query_columns(keep_groups, shape), dtype=torch.long)
     kv_rows = torch.tensor([g * hd + d for g in keep_groups for d in range(hd)], dtype=torch.long)
     attn.q_proj = _sliced(attn.q_proj, rows=q_rows)
     attn.k_proj = _sliced(attn.k_proj, rows=kv_rows)
