@@ -21,6 +21,10 @@ if TYPE_CHECKING:
     from converter.report import Timings
 
 HIGH_PRECISION = frozenset({"F32", "F16", "BF16", "Q8_0"})  # no importance matrix needed
+# Quantizing alone needs only the importance matrix, and 24 windows (12k tokens) spread over
+# the calibration text give it (like llama-imatrix --chunks): perplexity within noise of the
+# whole 53k-token corpus, in a quarter of the time. Pruning, the refit and healing use it all.
+IMATRIX_ONLY_WINDOWS = 24
 
 
 @dataclass
@@ -81,6 +85,8 @@ def optimize(
     with timings.step("calibrate"):
         model, tokenizer = load_torch_model(checkpoint, options.device)
         windows = token_windows(tokenizer, text)
+        if not pruning_requested(options):
+            windows = spread(windows, IMATRIX_ONLY_WINDOWS)
         stats = calibrate(model, windows)
     result = Optimized(checkpoint, None, stats.imatrix, {"calibration_tokens": stats.n_tokens})
     imatrix = stats.imatrix
@@ -92,6 +98,13 @@ def optimize(
 
         result.imatrix = gguf_imatrix(imatrix, architecture_for(result.checkpoint))
     return result
+
+
+def spread(windows: list, count: int) -> list:
+    """At most `count` windows, evenly spaced, so that every calibration file is represented."""
+    if len(windows) <= count:
+        return windows
+    return [windows[i * len(windows) // count] for i in range(count)]
 
 
 def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, result):

@@ -9,6 +9,7 @@ import pytest
 from converter.convert import ConvertOptions, convert
 from converter.errors import QuantizationError
 from converter.info import tensor_types_by_name
+from converter.optimize import spread
 from converter.quantize import QUANT_TYPES, check_quant, quantize_gguf
 from tests.tiny_models import tiny_model
 
@@ -92,3 +93,12 @@ def test_every_listed_type_is_a_llama_ftype():
     assert {
         gguf.LlamaFileType(value).name.removeprefix("MOSTLY_") for value in QUANT_TYPES.values()
     } == set(QUANT_TYPES)
+
+
+def test_quantizing_alone_reads_windows_spread_over_the_whole_text():
+    windows = list(range(104))  # 53k tokens of 512-token windows
+    chosen = spread(windows, 24)
+    assert len(chosen) == 24 and chosen == sorted(set(chosen))
+    gaps = [b - a for a, b in zip(chosen, chosen[1:], strict=False)]
+    assert chosen[0] == 0 and max(gaps) <= 5 and chosen[-1] >= 104 - 5  # no file is skipped
+    assert spread(windows[:10], 24) == windows[:10]
