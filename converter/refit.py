@@ -65,7 +65,7 @@ def refit_columns(
     return refit.to(weight.dtype).to(weight.device)
 
 
-def _targets(model: nn.Module, plan: PrunePlan, heads: bool) -> dict[str, tuple[nn.Linear, list]]:
+def _targets(model: nn.Module, plan: PrunePlan) -> dict[str, tuple[nn.Linear, list]]:
     """module name -> (linear, kept input columns) for every pruned width in the plan."""
     shape = Shape.of(model)
     layers = model.model.layers
@@ -74,29 +74,22 @@ def _targets(model: nn.Module, plan: PrunePlan, heads: bool) -> dict[str, tuple[
         i = lp.index
         if lp.ffn < shape.ffn:
             found[f"{i}.down"] = (layers[i].mlp.down_proj, plan.ffn_keep[i])
-        if heads and lp.kv_heads < shape.kv_heads:
+        if lp.kv_heads < shape.kv_heads:
             cols = query_columns(plan.kv_keep[i], shape)
             found[f"{i}.o"] = (layers[i].self_attn.o_proj, cols)
     return found
 
 
 @torch.no_grad()
-def refit_plan(
-    model: nn.Module,
-    plan: PrunePlan,
-    windows: list[torch.Tensor],
-    *,
-    ridge: float = DEFAULT_RIDGE,
-    heads: bool = True,
-) -> int:
+def refit_plan(model: nn.Module, plan: PrunePlan, windows: list[torch.Tensor]) -> int:
     """Before apply_plan: refit the kept columns in place (dropped ones are zeroed, then sliced
     away). Returns how many matrices were refit."""
-    targets = _targets(model, plan, heads)
+    targets = _targets(model, plan)
     if not targets:
         return 0
     grams = input_grams(model, windows, {name: lin for name, (lin, _) in targets.items()})
     for name, (linear, keep) in targets.items():
-        refit = refit_columns(linear.weight, grams.pop(name), keep, ridge)
+        refit = refit_columns(linear.weight, grams.pop(name), keep)
         linear.weight.zero_()
         linear.weight[:, torch.tensor(keep, dtype=torch.long, device=refit.device)] = refit
     return len(targets)
