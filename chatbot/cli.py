@@ -64,10 +64,18 @@ def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
         return None
     from chatbot.faq import KnowledgeBase
 
-    kb = KnowledgeBase.open(args.faq)
+    options = {"confidence": args.faq_confidence, "handoff_reply": args.handoff_reply}
+    kb = KnowledgeBase.open(args.faq, **{k: v for k, v in options.items() if v is not None})
     for warning in kb.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return kb
+
+
+def _check_faq_options(args: argparse.Namespace) -> None:
+    if args.faq_confidence is not None and not 0.0 <= args.faq_confidence <= 1.0:
+        raise ChatbotError(f"--faq-confidence must be between 0 and 1, got {args.faq_confidence}")
+    if args.handoff_reply is not None and not args.handoff_reply.strip():
+        raise ChatbotError("--handoff-reply is empty; give the text the bot should say")
 
 
 def _print_json(value: object) -> None:
@@ -234,6 +242,7 @@ def main(argv: list[str] | None = None) -> int:
             value = getattr(args, name)
             if value is not None and value < 1:
                 raise ChatbotError(f"--{name} must be a positive number, got {value}")
+        _check_faq_options(args)
         store = Store(args.db)
         try:
             return COMMANDS[args.command](args, store)

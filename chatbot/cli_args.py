@@ -56,6 +56,25 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--faq-confidence",
+        {
+            "type": float,
+            "default": None,
+            "metavar": "X",
+            "help": "FAQ match score (0-1) needed to answer rather than hand off; lower answers "
+            "more and hands off less. Check it on real questions for your FAQ (default: 0.45)",
+        },
+    ),
+    (
+        "--handoff-reply",
+        {
+            "default": None,
+            "metavar": "TEXT",
+            "help": "what the FAQ bot says when it hands off (default: an apology that "
+            "offers a member of the support team)",
+        },
+    ),
+    (
         "--server",
         {
             "default": None,

@@ -21,13 +21,20 @@ KEYS: dict[str, type] = {
     "db": Path,
     "system": str,
     "faq": Path,
+    "faq_confidence": float,
+    "handoff_reply": str,
     "server": str,
     "ctx": int,
     "threads": int,
     "gpu_layers": int,
     "flash_attn": bool,
 }
-_DESCRIPTIONS = {str: "text in quotes", int: "a whole number", bool: "true or false"}
+_DESCRIPTIONS = {
+    str: "text in quotes",
+    int: "a whole number",
+    float: "a number",
+    bool: "true or false",
+}
 
 
 def config_path() -> Path:
@@ -57,6 +64,8 @@ def _checked(path: Path, key: str, value: object) -> object:
             f"config file {path}: unknown key {key!r}; known keys: {', '.join(KEYS)}"
         )
     wanted = str if expected is Path else expected
+    if wanted is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)  # `faq_confidence = 1` is a number too
     # bool is an int in Python: keep `threads = true` from passing as 1.
     if not isinstance(value, wanted) or (wanted is int and isinstance(value, bool)):
         raise ChatbotError(

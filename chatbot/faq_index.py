@@ -7,7 +7,9 @@ Two signals, each bounded to 0..1 so that one threshold can serve different know
   or alternates contain (its answer counts for less). bm25 with column weights breaks ties.
 - semantic similarity: cosine between the question and the entry's question and alternates
   embedded by a sentence encoder (chatbot.faq_embed), which catches paraphrases with no word
-  in common. Without the encoder package, coverage alone decides.
+  in common. Each sentence of the answer is embedded too, at a discount: a customer often asks
+  about one detail of an answer (how many characters a password needs) rather than the entry's
+  question. Without the encoder package, coverage alone decides.
 """
 
 import hashlib
@@ -27,13 +29,17 @@ from threadpoolctl import threadpool_limits
 from chatbot.faq_embed import MODEL_NAME, SentenceEncoder
 from chatbot.faq_load import FaqEntry
 
-INDEX_VERSION = "2"  # bump when the schema or the way entries are indexed changes
+INDEX_VERSION = "3"  # bump when the schema or the way entries are indexed changes
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # bm25 weights for (question, alternates, answer, faq_id); faq_id is not indexed.
 COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
 ANSWER_ONLY_CREDIT = 0.6  # a word found only in the answer is weaker evidence than in a question
 CANDIDATES = 20
 SEMANTIC_SHARE = 0.9  # weight of the semantic signal in the blend, when the encoder is there
+# A question close to one sentence of an answer is weaker evidence that the entry answers it
+# than a question close to the entry's own question (the same reasoning as ANSWER_ONLY_CREDIT).
+# Chosen on the helpdesk evaluation set (data/eval/helpdesk_eval.jsonl), not on the store's.
+ANSWER_SENTENCE_CREDIT = 0.9
 MAX_TERMS = 32  # a pasted essay is not a question; two FTS5 lookups per term stay bounded
 
 # Function words and chat filler: they say nothing about which entry is meant.
@@ -53,6 +59,7 @@ _STOPWORD_TEXT = """
 """
 STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 _WORD = re.compile(r"[^\W_]+")
+_SENTENCE_END = re.compile(r"(?<=[.!?;])\s+")
 
 
 def query_terms(text: str) -> list[str]:
@@ -67,13 +74,18 @@ def query_terms(text: str) -> list[str]:
     return list(seen)[:MAX_TERMS]
 
 
+def answer_sentences(answer: str) -> list[str]:
+    """The answer cut at sentence ends (and semicolons), each one a detail a customer may ask."""
+    return [part.strip() for part in _SENTENCE_END.split(answer) if part.strip()]
+
+
 @dataclass(frozen=True)
 class Candidate:
     """An entry the index found, with each signal and their blend."""
 
     faq_id: str
     coverage: float  # 0..1: the share of the question's information the entry contains
-    semantic: float  # 0..1: best cosine of the question with the entry's phrasings (0 if none)
+    semantic: float  # 0..1: best (credited) cosine with the entry's phrasings (0 if none)
     score: float  # the blend the ranking and the hand-off decision use
 
 
@@ -88,14 +100,17 @@ class FaqIndex:
         rows = self.db.execute("SELECT rowid, faq_id FROM faq_fts").fetchall()
         self._ids = dict(rows)
         self._size = len(rows)
-        vectors = self.db.execute("SELECT faq_id, vector FROM vectors ORDER BY rowid").fetchall()
+        vectors = self.db.execute(
+            "SELECT faq_id, vector, credit FROM vectors ORDER BY rowid"
+        ).fetchall()
         # An entry's phrasings are stored together: each entry is one run of rows.
-        owners = [faq_id for faq_id, _ in vectors]
+        owners = [faq_id for faq_id, _, _ in vectors]
         runs = [i for i, owner in enumerate(owners) if i == 0 or owners[i - 1] != owner]
         self._run_owners = [owners[i] for i in runs]
         self._run_starts = np.array(runs, dtype=np.intp)
+        # Each unit vector is stored scaled by its credit, so one product gives credited cosines.
         self._vectors = (
-            np.stack([np.frombuffer(blob, dtype=np.float32) for _, blob in vectors])
+            np.stack([np.frombuffer(blob, dtype=np.float32) * w for _, blob, w in vectors])
             if vectors
             else None
         )
@@ -150,7 +165,7 @@ class FaqIndex:
         return {self._ids[rowid]: got / total for rowid, got in gained.items()} if total else {}
 
     def _semantic(self, query_vector: np.ndarray | None) -> dict[str, float]:
-        """Per entry: the best cosine of the question with its question and alternates."""
+        """Per entry: the best credited cosine of the question with the entry's phrasings."""
         if query_vector is None or self._vectors is None:
             return {}
         best = np.maximum.reduceat(self._vectors @ query_vector, self._run_starts)
@@ -246,9 +261,14 @@ def _fill(
     encoder: SentenceEncoder | None,
 ) -> None:
     phrasings = [
-        (entry.id, text) for entry in entries for text in (entry.question, *entry.alternates)
+        (entry.id, text, credit)
+        for entry in entries
+        for text, credit in [
+            *((asked, 1.0) for asked in (entry.question, *entry.alternates)),
+            *((sentence, ANSWER_SENTENCE_CREDIT) for sentence in answer_sentences(entry.answer)),
+        ]
     ]
-    vectors = encoder.encode([text for _, text in phrasings]) if encoder is not None else []
+    vectors = encoder.encode([text for _, text, _ in phrasings]) if encoder is not None else []
     with db.conn:
         db.execute(
             "CREATE VIRTUAL TABLE faq_fts USING fts5("
@@ -263,9 +283,9 @@ def _fill(
             }
             for entry in entries
         )
-        db["vectors"].create({"faq_id": str, "vector": bytes})
+        db["vectors"].create({"faq_id": str, "vector": bytes, "credit": float})
         db["vectors"].insert_all(
-            {"faq_id": faq_id, "vector": vector.astype(np.float32).tobytes()}
-            for (faq_id, _), vector in zip(phrasings, vectors, strict=False)
+            {"faq_id": faq_id, "vector": vector.astype(np.float32).tobytes(), "credit": credit}
+            for (faq_id, _, credit), vector in zip(phrasings, vectors, strict=False)
         )
         db["meta"].insert_all([{"key": k, "value": v} for k, v in stamp.items()], pk="key")

@@ -32,10 +32,19 @@ def test_config_file_sets_defaults_and_flags_override_it(tmp_path: Path):
     assert (args.ctx, args.threads, args.flash_attn) == (512, 2, False)
 
 
+def test_config_file_sets_the_faq_bot_options(tmp_path: Path):
+    config_path().write_text('faq_confidence = 1\nhandoff_reply = "Call Sam on 555-0100."\n')
+    args = parse(["ask", "hi"])
+    assert (args.faq_confidence, args.handoff_reply) == (1.0, "Call Sam on 555-0100.")
+    args = parse(["ask", "hi", "--faq-confidence", "0.3"])
+    assert args.faq_confidence == 0.3
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
         ("colour = 1\n", "unknown key 'colour'"),
+        ('faq_confidence = "high"\n', "faq_confidence must be a number"),
         ('threads = "two"\n', "threads must be a whole number"),
         ("threads = true\n", "threads must be a whole number"),
         ("ctx = \n", "cannot read the config file"),

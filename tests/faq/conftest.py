@@ -11,6 +11,7 @@ from tests.faq import helpdesk
 REPO = Path(__file__).resolve().parents[2]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
 STORE_EVAL = REPO / "data/eval/faq_eval.jsonl"
+HELPDESK_EVAL = REPO / "data/eval/helpdesk_eval.jsonl"
 
 
 @pytest.fixture(scope="session")

@@ -80,3 +80,30 @@ def test_plain_ask_names_its_sources_and_hand_offs_on_stderr(smollm2, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == DEFAULT_HANDOFF_REPLY
     assert "handed off to a human agent" in done.stderr
+
+
+@pytest.mark.slow
+def test_handoff_reply_and_confidence_flags(smollm2, tmp_path):
+    """A threshold no entry reaches hands every question off, with the reply given."""
+    done = chatbot(
+        "ask",
+        *("--faq", STORE_FAQ, "--model", smollm2, "--db", tmp_path / "chat.db", "--json"),
+        *("--faq-confidence", 0.99, "--handoff-reply", "Call Sam on 555-0100."),
+        "How long do refunds take?",
+    )
+    assert done.returncode == 0, done.stderr
+    handed = json.loads(done.stdout)
+    assert handed["handoff"] is True and handed["answer"] == "Call Sam on 555-0100."
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (("--faq-confidence", "1.5"), "--faq-confidence must be between 0 and 1, got 1.5"),
+        (("--handoff-reply", "  "), "--handoff-reply is empty; give the text the bot should say"),
+    ],
+)
+def test_bad_faq_options_are_one_error_line(tmp_path, flags, message):
+    done = chatbot("ask", "--faq", STORE_FAQ, "--db", tmp_path / "chat.db", *flags, "hello")
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"error: {message}"]

@@ -10,7 +10,12 @@ import pytest
 
 from chatbot.faq import KnowledgeBase
 from chatbot.faq_embed import model_zip
-from chatbot.faq_index import index_file_for
+from chatbot.faq_index import (
+    ANSWER_SENTENCE_CREDIT,
+    SEMANTIC_SHARE,
+    answer_sentences,
+    index_file_for,
+)
 
 
 def write_kb(path, entries):
@@ -94,3 +99,34 @@ def test_faq_modules_import_neither_torch_nor_transformers():
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_answer_sentences_split_at_sentence_ends_and_semicolons():
+    answer = "Passwords expire every 90 days. Change it at password.acme.example; it needs 14!"
+    assert answer_sentences(answer) == [
+        "Passwords expire every 90 days.",
+        "Change it at password.acme.example;",
+        "it needs 14!",
+    ]
+
+
+def test_a_question_about_one_detail_of_an_answer_finds_its_entry(tmp_path):
+    """The detail is in no entry's question: the answer's own sentences find it, discounted."""
+    entries = [
+        *GYM,
+        {
+            "id": "lockers",
+            "question": "Can I keep my things in a locker?",
+            "answer": "Lockers are free during your visit. Bring your own padlock; we sell "
+            "padlocks at the front desk for $5.",
+        },
+    ]
+    with KnowledgeBase.open(write_kb(tmp_path / "gym.jsonl", entries), index_dir=tmp_path) as kb:
+        detail = kb.retrieve("Where can I buy a padlock?")
+        assert detail.ids[0] == "lockers"
+        own = kb.retrieve("Can I keep my things in a locker?").hits[0].score
+        quoted = kb.retrieve("Lockers are free during your visit.").hits[0].score
+    # A question word for word: the full semantic share; an answer sentence: its credit.
+    assert own == pytest.approx(SEMANTIC_SHARE + (1 - SEMANTIC_SHARE), abs=1e-3)
+    assert quoted < own
+    assert quoted >= SEMANTIC_SHARE * ANSWER_SENTENCE_CREDIT - 1e-3
