@@ -28,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chat_bench import find_model  # noqa: E402
 from chatbot.engine import GenerationOptions  # noqa: E402
-from chatbot.faq import KnowledgeBase, Retrieval  # noqa: E402
+from chatbot.faq import KnowledgeBase  # noqa: E402
+from chatbot.faq_eval import HANDOFF, LabelledQuestion, evaluate  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
 STORE_EVAL = REPO / "data/eval/faq_eval.jsonl"
 HELPDESK_FAQ = REPO / "data/faq/helpdesk_faq.jsonl"
 HELPDESK_EVAL = REPO / "data/eval/helpdesk_eval.jsonl"
-THRESHOLDS = (0.35, 0.4, 0.45, 0.5, 0.55)
 # Key facts: amounts, numbers (day counts, hours, phone numbers), emails, web addresses, and
 # names: capitalised words that do not start a sentence (UPS, DHL Express, Klarna, Portland).
 NUMERIC = re.compile(
@@ -49,47 +49,28 @@ def load_eval(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def rates(found: list[tuple[dict, Retrieval]], threshold: float) -> dict[str, float]:
-    covered = [(r, x) for r, x in found if r["expected"] != "handoff"]
-    uncovered = [(r, x) for r, x in found if r["expected"] == "handoff"]
-
-    def sure(x: Retrieval) -> bool:
-        return bool(x.hits) and x.hits[0].score >= threshold
-
-    return {
-        "top1": sum(x.ids[:1] == [r["expected"]] for r, x in covered) / len(covered),
-        "top3": sum(r["expected"] in x.ids for r, x in covered) / len(covered),
-        "handoff_recall": sum(not sure(x) for _, x in uncovered) / len(uncovered),
-        "false_handoff": sum(not sure(x) for _, x in covered) / len(covered),
-    }
-
-
 def bench_retrieval(faq: Path, rows: list[dict], index_dir: Path) -> KnowledgeBase:
     """The retrieval table and threshold sweep for one knowledge base and its questions."""
+    questions = [LabelledQuestion(r["question"], r["expected"]) for r in rows]
     print(f"Retrieval on {faq.name} with {len(rows)} questions "
-          f"({sum(r['expected'] == 'handoff' for r in rows)} uncovered):")  # fmt: skip
+          f"({sum(q.expected == HANDOFF for q in questions)} uncovered):")  # fmt: skip
     header = ("signals", "top-1", "top-3", "hand-off recall", "false hand-offs")
     print(f"  {header[0]:<22} {header[1]:>6} {header[2]:>6} {header[3]:>16} {header[4]:>16}")
-    kbs = {}
+    kbs, results = {}, {}
     for label, semantic in (("FTS5 + encoder", True), ("FTS5 alone", False)):
         kb = KnowledgeBase.open(faq, index_dir=index_dir / label[:4], semantic=semantic)
-        kbs[semantic] = kb
-        found = [(r, kb.retrieve(r["question"])) for r in rows]
-        got = rates(found, kb.confidence)
-        print(f"  {label:<22} {got['top1']:>6.3f} {got['top3']:>6.3f} "
-              f"{got['handoff_recall']:>16.3f} {got['false_handoff']:>16.3f}")  # fmt: skip
-        if semantic:
-            sweep = {t: rates(found, t) for t in THRESHOLDS}
-            found_blend = found
-    kb = kbs[True]
+        kbs[semantic], results[semantic] = kb, evaluate(kb, questions)
+        got = next(r for r in results[semantic].rates if r.threshold == kb.confidence)
+        print(f"  {label:<22} {got.top1:>6.3f} {got.top3:>6.3f} "
+              f"{got.handoff_recall:>16.3f} {got.false_handoffs:>16.3f}")  # fmt: skip
+    kbs[False].close()
+    kb, blend = kbs[True], results[True]
     print(f"  targets                >=0.90 >=0.97 {'>=0.90':>16} {'<=0.05':>16}")
     print(f"  threshold sweep (FTS5 + encoder; default {kb.confidence}):")
-    for t, got in sweep.items():
-        print(f"    {t:.2f}: hand-off recall {got['handoff_recall']:.3f}, "
-              f"false hand-offs {got['false_handoff']:.3f}")  # fmt: skip
-    kbs[False].close()
-    missed = [r["question"] for r, x in found_blend if r["expected"] == "handoff" and x.confident]
-    print(f"  uncovered questions answered at the default: {missed}")
+    for got in blend.rates:
+        print(f"    {got.threshold:.2f}: hand-off recall {got.handoff_recall:.3f}, "
+              f"false hand-offs {got.false_handoffs:.3f}")  # fmt: skip
+    print(f"  uncovered questions answered at the default: {blend.answered_uncovered}")
     return kb
 
 

@@ -210,6 +210,35 @@ def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
     return 0
 
 
+def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.faq_eval import evaluate, load_questions
+
+    kb = _knowledge_base(args)
+    if kb is None:
+        raise ChatbotError("faq-eval needs the knowledge base: add --faq FILE")
+    questions, warnings = load_questions(args.questions, {entry.id for entry in kb.entries})
+    for warning in warnings:
+        print(f"warning: {args.questions}: {warning}", file=sys.stderr)
+    result = evaluate(kb, questions)
+    kb.close()
+    if args.json:
+        _print_json(asdict(result))
+        return 0
+    print(f"{result.covered} covered and {result.uncovered} uncovered questions")
+    print("threshold  top-1  top-3  hand-off recall  false hand-offs")
+    for r in result.rates:
+        mark = "  <- in use" if abs(r.threshold - result.threshold) < 1e-6 else ""
+        print(f"{r.threshold:>9.2f}  {r.top1:5.3f}  {r.top3:5.3f}  {r.handoff_recall:>15.3f}  "
+              f"{r.false_handoffs:>15.3f}{mark}")  # fmt: skip
+    for label, missed in (
+        ("answered, should hand off", result.answered_uncovered),
+        ("handed off, should answer", result.handed_off_covered),
+    ):
+        for question in missed:
+            print(f"{label}: {question}")
+    return 0
+
+
 COMMANDS = {
     None: cmd_chat,
     "ask": cmd_ask,
@@ -217,6 +246,7 @@ COMMANDS = {
     "export": cmd_export,
     "stats": cmd_stats,
     "handoffs": cmd_handoffs,
+    "faq-eval": cmd_faq_eval,
 }
 
 

@@ -17,6 +17,7 @@ EPILOG = """commands (run `chatbot COMMAND --help` for each):
   export     print a conversation as Markdown or JSON
   stats      latency and CPU cost per model
   handoffs   questions the FAQ bot handed to a person
+  faq-eval   measure FAQ retrieval and the hand-off threshold on your own questions
 """
 
 
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     _add_ask(commands)
     _add_history_and_export(commands)
+    _add_faq_eval(commands)
     for name, text in (
         (
             "stats",
@@ -215,3 +217,17 @@ def _add_history_and_export(commands: argparse._SubParsersAction) -> None:
     export.add_argument("id", type=int, help="conversation id (see `chatbot history`)")
     export.add_argument("--format", choices=("md", "json"), default="md", help="default: md")
     _common(export, suppress=True)
+
+
+def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
+    text = "measure FAQ retrieval and the hand-off threshold on your own labelled questions"
+    faq_eval = commands.add_parser(
+        "faq-eval",
+        help=text,
+        description=text[0].upper() + text[1:] + ". Each line of QUESTIONS is "
+        '{"question": "...", "expected": "<entry id>"} for a question the FAQ answers, or '
+        '"expected": "handoff" for one it does not. Needs --faq. No model is loaded.',
+    )
+    faq_eval.add_argument("questions", type=Path, metavar="QUESTIONS", help="a JSONL file")
+    faq_eval.add_argument("--json", action="store_true", help="print JSON")
+    _common(faq_eval, suppress=True)

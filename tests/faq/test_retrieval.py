@@ -6,6 +6,7 @@ import threading
 import pytest
 
 from chatbot.faq import FaqHit, KnowledgeBase, grounded_user_message
+from chatbot.faq_eval import evaluate, load_questions
 from chatbot.faq_index import query_terms
 from tests.faq import helpdesk
 from tests.faq.conftest import HELPDESK_EVAL, STORE_EVAL
@@ -157,17 +158,17 @@ def test_custom_handoff_reply(tmp_path):
 
 
 def _shipped_eval(kb: KnowledgeBase) -> dict[str, float]:
-    rows = [json.loads(line) for line in STORE_EVAL.read_text().splitlines() if line.strip()]
-    covered = [r for r in rows if r["expected"] != "handoff"]
-    uncovered = [r for r in rows if r["expected"] == "handoff"]
-    found = {r["question"]: kb.retrieve(r["question"]) for r in rows}
+    ids = {entry.id for entry in kb.entries}
+    questions, warnings = load_questions(STORE_EVAL, ids)
+    assert warnings == []
+    result = evaluate(kb, questions)
+    rates = next(r for r in result.rates if r.threshold == kb.confidence)
     return {
-        "covered": len(covered),
-        "uncovered": len(uncovered),
-        "top1": sum(found[r["question"]].ids[:1] == [r["expected"]] for r in covered)
-        / len(covered),
-        "top3": sum(r["expected"] in found[r["question"]].ids for r in covered) / len(covered),
-        "false_handoff": sum(not found[r["question"]].confident for r in covered) / len(covered),
+        "covered": result.covered,
+        "uncovered": result.uncovered,
+        "top1": rates.top1,
+        "top3": rates.top3,
+        "false_handoff": rates.false_handoffs,
     }
 
 
