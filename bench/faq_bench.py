@@ -125,7 +125,7 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     chosen = covered[::step][:count]
     engine = LlamaEngine(path, n_ctx=2048)
     options = GenerationOptions(max_tokens=160, temperature=0.0)
-    complete, kept, answered = 0, [], 0
+    complete, kept, answered, flagged = 0, [], 0, 0
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
         for row in chosen:
@@ -139,6 +139,7 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
             present = [f for f in facts if f.lower() in result.answer.lower()]
             kept.append(len(present) / len(facts) if facts else 1.0)
             complete += len(present) == len(facts)
+            flagged += bool(result.unsupported)
         store.close()
     engine.close()
     print(f"\nGrounded answers from {path.name} ({len(chosen)} covered questions, "
@@ -146,6 +147,8 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     if answered:
         print(f"  answers holding every key fact of the cited entry: {complete / answered:.3f}")
         print(f"  mean share of the cited entry's key facts kept:    {statistics.mean(kept):.3f}")
+        print(f"  answers stating a number or address the entry lacks (flagged to the user): "
+              f"{flagged} of {answered}")  # fmt: skip
 
 
 def generated_kb(path: Path, size: int) -> list[str]:

@@ -139,6 +139,12 @@ def _print_outcome(result) -> None:
         print("note: handed off to a human agent (`chatbot handoffs` lists it)", file=sys.stderr)
     elif result is not None and result.sources:
         print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
+        if result.unsupported:
+            print(
+                f"note: not in the cited article, check before relying on it: "
+                f"{', '.join(result.unsupported)}",
+                file=sys.stderr,
+            )
 
 
 def _turn_json(result, engine: Engine) -> dict:
@@ -156,6 +162,7 @@ def _turn_json(result, engine: Engine) -> dict:
         "threads": engine.info.threads,
         "sources": list(result.sources),
         "handoff": result.handoff,
+        "unsupported_facts": list(result.unsupported),
     }
 
 

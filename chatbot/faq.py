@@ -59,9 +59,14 @@ class Retrieval:
     confident: bool
 
     @property
+    def grounding(self) -> list[FaqHit]:
+        """The entries the grounded message quotes to the model."""
+        return self.hits[:GROUNDING_ENTRIES]
+
+    @property
     def sources(self) -> list[str]:
         """The ids of the entries the grounded message uses: what a turn records as sources."""
-        return [hit.id for hit in self.hits[:GROUNDING_ENTRIES]]
+        return [hit.id for hit in self.grounding]
 
     @property
     def ids(self) -> list[str]:

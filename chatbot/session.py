@@ -16,6 +16,7 @@ from typing import Any
 
 from chatbot.engine import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import ChatbotError
+from chatbot.faq_facts import unsupported_facts
 from chatbot.store import Message, Store, TurnRecord
 
 TITLE_CHARS = 60
@@ -45,6 +46,7 @@ class TurnResult:
     stats: GenerationStats | None  # None for a hand-off (no model call)
     sources: tuple[str, ...] = ()
     handoff: bool = False
+    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
     cpu_seconds: float = 0.0
     turn_id: int | None = None
     history_left_out: int = 0  # messages of this conversation not in the prompt
@@ -119,11 +121,14 @@ class Session:
             return
         prompt_text = clean
         sources: tuple[str, ...] = ()
+        grounds: tuple[str, ...] = ()  # what a grounded reply may take its facts from
         if retrieval is not None:
             from chatbot.faq import grounded_user_message
 
             prompt_text = grounded_user_message(clean, retrieval.hits)
             sources = tuple(retrieval.sources)
+            said = [m.content for m in history if m.role == "user"]
+            grounds = (*(h.answer for h in retrieval.grounding), *said, clean)
         user = self.store.add_message(
             self.conversation_id,
             "user",
@@ -133,7 +138,7 @@ class Session:
         prompt, notice = self._fit(history, {"role": "user", "content": prompt_text})
         if notice:
             yield notice
-        yield from self._generate(user.id, prompt, sources, should_stop)
+        yield from self._generate(user.id, prompt, (sources, grounds), should_stop)
 
     def _history_before(self, clean: str) -> list[Message]:
         """The saved messages so far; creates the conversation on the first message."""
@@ -212,10 +217,14 @@ class Session:
         self,
         user_message_id: int,
         prompt: list[ChatMessage],
-        sources: tuple[str, ...],
+        grounding: tuple[tuple[str, ...], tuple[str, ...]],
         should_stop: Callable[[], bool],
     ) -> Iterator[TextChunk | TurnResult]:
-        """Stream the reply, then save it (also when stopped or failed) and its latency row."""
+        """Stream the reply, then save it (also when stopped or failed) and its latency row.
+
+        `grounding` is the FAQ entry ids cited and the texts the reply may take facts from.
+        """
+        sources, grounds = grounding
         cpu_start = time.process_time()
         parts: list[str] = []
         stats: GenerationStats | None = None
@@ -230,9 +239,15 @@ class Session:
             # Reached on normal end, on error and when the consumer closes the generator early.
             answer = "".join(parts)
             stopped = stats is None or stats.stop_reason == "cancelled"
+            unsupported = tuple(unsupported_facts(answer, grounds)) if grounds else ()
             if parts or stats is not None:
                 reply = self.store.add_message(
-                    self.conversation_id, "assistant", answer, stopped=stopped, sources=sources
+                    self.conversation_id,
+                    "assistant",
+                    answer,
+                    stopped=stopped,
+                    sources=sources,
+                    unsupported=unsupported,
                 )
         if stats is None:
             raise ChatbotError("the engine ended without a reply")
@@ -246,6 +261,7 @@ class Session:
             stopped=stopped,
             stats=stats,
             sources=sources,
+            unsupported=unsupported,
             cpu_seconds=cpu,
             turn_id=turn_id,
             history_left_out=self._cut,

@@ -76,6 +76,12 @@ def _initial(db: Database) -> None:
     db["messages"].enable_fts(["content"], create_triggers=True)
 
 
+@migrations(name="0002_unsupported_facts")
+def _unsupported_facts(db: Database) -> None:
+    """The facts a grounded reply states that its FAQ article does not (chatbot.faq_facts)."""
+    db.execute("ALTER TABLE messages ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
+
+
 @dataclass(frozen=True)
 class Conversation:
     id: int
@@ -97,6 +103,7 @@ class Message:
     sources: tuple[str, ...] = ()  # FAQ entry ids the reply was grounded on
     handoff: bool = False
     prompt_content: str | None = None  # what the model saw instead, when it differs
+    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
 
 
 @dataclass(frozen=True)
@@ -308,6 +315,7 @@ class Store:
         sources: tuple[str, ...] | list[str] = (),
         handoff: bool = False,
         prompt_content: str | None = None,
+        unsupported: tuple[str, ...] | list[str] = (),
     ) -> Message:
         """Save one message and touch the conversation, in one transaction."""
         stamp = now()
@@ -320,6 +328,7 @@ class Store:
             "stopped": int(stopped),
             "sources": json.dumps(list(sources)),
             "handoff": int(handoff),
+            "unsupported": json.dumps(list(unsupported)),
         }
         with self._write("save a message"):
             mid = self.db["messages"].insert(row).last_pk
@@ -378,4 +387,5 @@ def _message(row: dict) -> Message:
         sources=tuple(json.loads(row["sources"] or "[]")),
         handoff=bool(row["handoff"]),
         prompt_content=row["prompt_content"],
+        unsupported=tuple(json.loads(row["unsupported"] or "[]")),
     )

@@ -59,6 +59,19 @@ def cited_entries(sources: Iterable[str], knowledge_base: Any) -> Content:
     return Content("Sources:\n" + "\n".join(lines)) if lines else Content("")
 
 
+def fact_warning(unsupported: Iterable[str], sources: list[str], knowledge_base: Any) -> Content:
+    """Facts the reply made up, and the cited article's own words to trust instead."""
+    unsupported = list(unsupported)
+    if not unsupported:
+        return Content("")
+    cited = [knowledge_base.entry(faq_id) for faq_id in sources] if knowledge_base else []
+    article = " ".join(f'"{entry.answer}"' for entry in cited if entry is not None)
+    says = f" The article says: {article}" if article else ""
+    return Content(
+        f"⚠ Not in the article: {', '.join(unsupported)}. Check before relying on it.{says}"
+    )
+
+
 class MessageBubble(Vertical):
     """One message: who said it, the Markdown body, and a footer (sources, stopped, status)."""
 
@@ -83,14 +96,25 @@ class MessageBubble(Vertical):
         """The Markdown source shown so far."""
         return self.markdown.source
 
-    def show_outcome(self, *, stopped: bool, sources: Iterable[str], handoff: bool) -> None:
-        """Mark the bubble as stopped / handed off, and list the cited FAQ entries."""
+    def show_outcome(
+        self,
+        *,
+        stopped: bool,
+        sources: Iterable[str],
+        handoff: bool,
+        unsupported: Iterable[str] = (),
+    ) -> None:
+        """Mark the bubble as stopped / handed off; list the cited FAQ entries and made-up facts."""
+        sources = list(sources)
         self.set_class(stopped, "stopped")
         self.set_class(handoff, "handoff")
         role = self.query_one(".role", Label)
         if handoff:
             role.update(Content(f"Assistant · {HANDOFF_LABEL}"))
         parts = [cited_entries(sources, self._knowledge_base)] if not handoff else []
+        warning = fact_warning(unsupported, sources, self._knowledge_base)
+        parts.append(warning)
+        self.set_class(bool(warning), "unsupported")
         if stopped:
             parts.append(Content("■ Stopped before the end: this is the partial reply"))
         footer = Content("\n").join(part for part in parts if part)
@@ -118,6 +142,7 @@ class MessageBubble(Vertical):
             stopped=bool(done and done.stopped),
             sources=done.sources if done else (),
             handoff=bool(done and done.handoff),
+            unsupported=done.unsupported if done else (),
         )
 
 
@@ -139,7 +164,10 @@ class MessageView(VerticalScroll, can_focus=True):
         for bubble, stored in zip(bubbles, messages, strict=True):
             if stored.role == "assistant":
                 bubble.show_outcome(
-                    stopped=stored.stopped, sources=stored.sources, handoff=stored.handoff
+                    stopped=stored.stopped,
+                    sources=stored.sources,
+                    handoff=stored.handoff,
+                    unsupported=stored.unsupported,
                 )
         if not messages:
             await self.mount(Static(Content("Start the conversation below."), classes="hint"))

@@ -249,12 +249,43 @@ async def test_faq_answer_lists_its_sources_and_a_handoff_is_marked(make_app, tm
             assert handoff.text == kb.handoff_reply
             saved = app.store.messages(app.conversation_id)
             assert saved[1].sources[0] == "loans-limit" and not saved[1].handoff
+            # The fact check ran on the streamed reply, and its footer says what it found.
+            assert answer.has_class("unsupported") == bool(saved[1].unsupported)
+            assert all(fact in footer for fact in saved[1].unsupported)
             assert saved[3].handoff
         again = make_app(knowledge_base=kb)
         async with again.run_test(size=SIZE) as pilot:
             shown = list(again.query(MessageBubble))
             assert "[loans-limit]" in str(shown[1].query_one(".footer").render())
             assert shown[3].has_class("handoff")
+            await ready(pilot)
+
+
+async def test_a_reply_with_facts_its_article_lacks_shows_the_article(make_app, db_path, tmp_path):
+    faq = tmp_path / "library.jsonl"
+    article = "Members can borrow up to 12 books at a time for 3 weeks."
+    faq.write_text(
+        json.dumps({"id": "loans", "question": "How many books can I borrow?", "answer": article})
+    )
+    store = Store(db_path)
+    cid = store.new_conversation("Loans").id
+    store.add_message(cid, "user", "How many books can I borrow?")
+    store.add_message(
+        cid, "assistant", "You can borrow 20 books for 6 weeks.", sources=["loans"],
+        unsupported=["20", "6 weeks"],
+    )  # fmt: skip
+    store.add_message(cid, "user", "And for how long?")
+    store.add_message(cid, "assistant", "For 3 weeks.", sources=["loans"])
+    store.close()
+    with KnowledgeBase.open(faq, index_dir=tmp_path / "index") as kb:
+        app = make_app(knowledge_base=kb)
+        async with app.run_test(size=SIZE) as pilot:
+            made_up, grounded = list(app.query(MessageBubble))[1::2]
+            footer = str(made_up.query_one(".footer").render())
+            assert "⚠ Not in the article: 20, 6 weeks." in footer
+            assert f'The article says: "{article}"' in footer.replace("\n", " ")
+            assert made_up.has_class("unsupported") and not grounded.has_class("unsupported")
+            assert "Not in the article" not in str(grounded.query_one(".footer").render())
             await ready(pilot)
 
 

@@ -8,6 +8,7 @@ from chatbot.engine import GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
 from chatbot.export import export_conversation
 from chatbot.faq import KnowledgeBase
+from chatbot.faq_facts import unsupported_facts
 from chatbot.llama_engine import LlamaEngine
 from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
 
@@ -197,6 +198,18 @@ def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
     assert reply.sources == first.sources
     second = send(session, "How long does a refund take?")[-1]
     assert second.stats.cached_tokens >= first.stats.prompt_tokens
+
+
+def test_faq_reply_facts_are_checked_against_the_article(engine, store, knowledge_base):
+    """The tiny model writes noise: whatever numbers it makes up are found and saved."""
+    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    send(session, "My order 4471 from 9 days ago: how long does a refund take?")
+    for _ in range(4):
+        result = send(session, "How long does a refund take?")[-1]
+        article = knowledge_base.entry("refund").answer
+        said = [m.content for m in store.messages(session.conversation_id) if m.role == "user"]
+        assert result.unsupported == tuple(unsupported_facts(result.answer, [article, *said]))
+        assert store.messages(session.conversation_id)[-1].unsupported == result.unsupported
 
 
 def test_export_markdown_and_json(engine, store):

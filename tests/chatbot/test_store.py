@@ -38,7 +38,7 @@ def turn(conversation_id, ttft, tps, tokens=10, cpu=0.5, model="m.gguf"):
 def test_new_database_is_wal_with_migrations_recorded(store):
     assert store.db.journal_mode == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    assert store.applied_migrations() == ["0001_initial"]
+    assert store.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
     assert {"conversations", "messages", "turns", "messages_fts"} <= set(store.db.table_names())
 
 
@@ -51,18 +51,38 @@ def test_later_migration_is_applied_once_in_order_and_keeps_data(db_path, monkey
         store_module.migrations, "_migrations", list(store_module.migrations._migrations)
     )
 
-    @store_module.migrations(name="0002_add_rating")
+    @store_module.migrations(name="0003_add_rating")
     def _add_rating(db):
         db["messages"].add_column("rating", int)
 
     second = Store(db_path)
-    assert second.applied_migrations() == ["0001_initial", "0002_add_rating"]
+    assert second.applied_migrations()[-1] == "0003_add_rating"
     assert "rating" in second.db["messages"].columns_dict
     assert [m.content for m in second.messages(cid)] == ["hello"]
+    applied = second.applied_migrations()
     second.close()
     third = Store(db_path)  # already applied: not run again (add_column would fail)
-    assert third.applied_migrations() == ["0001_initial", "0002_add_rating"]
+    assert third.applied_migrations() == applied
     third.close()
+
+
+def test_a_database_from_before_the_fact_check_gains_its_column(db_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        first_only = store_module.migrations._migrations[:1]
+        patch.setattr(store_module.migrations, "_migrations", first_only)
+        old = Store(db_path)
+        cid = old.new_conversation("old").id
+        old.db.execute(  # the old schema's columns: what that version's add_message wrote
+            "INSERT INTO messages (conversation_id, role, content, created_at, sources) "
+            "VALUES (?, 'assistant', 'Sure, 3 days.', '2026-01-01T00:00:00', '[\"faq-1\"]')",
+            [cid],
+        )
+        old.db.conn.commit()
+        old.close()
+    upgraded = Store(db_path)
+    assert upgraded.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
+    assert [(m.content, m.unsupported) for m in upgraded.messages(cid)] == [("Sure, 3 days.", ())]
+    upgraded.close()
 
 
 def test_failed_migration_rolls_back_and_stays_pending(db_path, monkeypatch):
@@ -71,7 +91,7 @@ def test_failed_migration_rolls_back_and_stays_pending(db_path, monkeypatch):
         store_module.migrations, "_migrations", list(store_module.migrations._migrations)
     )
 
-    @store_module.migrations(name="0002_broken")
+    @store_module.migrations(name="0003_broken")
     def _broken(db):
         db.execute("CREATE TABLE half_done (x)")
         db.execute("THIS IS NOT SQL")
@@ -83,7 +103,7 @@ def test_failed_migration_rolls_back_and_stays_pending(db_path, monkeypatch):
     names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
     conn.close()
     assert "half_done" not in tables
-    assert names == ["0001_initial"]
+    assert names == ["0001_initial", "0002_unsupported_facts"]
 
 
 def test_conversation_crud(store):
@@ -108,11 +128,19 @@ def test_messages_round_trip_flags_and_sources(store):
     store.add_message(
         cid, "user", "Where is my order?", prompt_content="FAQ...\nWhere is my order?"
     )
-    store.add_message(cid, "assistant", "It ships today", stopped=True, sources=["faq-7", "faq-2"])
+    store.add_message(
+        cid,
+        "assistant",
+        "It ships today, in 2 weeks",
+        stopped=True,
+        sources=["faq-7", "faq-2"],
+        unsupported=["2 weeks"],
+    )
     store.add_message(cid, "assistant", "A person will help", handoff=True)
     user, reply, handoff = store.messages(cid)
-    assert user.prompt_content.startswith("FAQ")
+    assert user.prompt_content.startswith("FAQ") and user.unsupported == ()
     assert reply.stopped and reply.sources == ("faq-7", "faq-2") and not reply.handoff
+    assert reply.unsupported == ("2 weeks",)
     assert handoff.handoff and not handoff.stopped
     assert [(h.conversation_id, h.question) for h in store.handoffs()] == [
         (cid, "Where is my order?")
@@ -213,7 +241,7 @@ def test_two_processes_writing_at_once_lose_nothing(db_path):
     for p in procs:
         assert p.wait(timeout=60) == 0, p.stderr.read().decode()
     s = Store(db_path)
-    assert s.applied_migrations() == ["0001_initial"]
+    assert s.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
     assert sorted(c.title for c in s.list_conversations()) == ["alpha", "beta"]
     assert s.db["messages"].count == 200
     s.close()

@@ -43,6 +43,7 @@ def test_ask_with_faq_answers_with_sources_or_hands_off(smollm2, tmp_path):
     assert answered["handoff"] is False
     assert answered["sources"][0] == "refund-timing"
     assert answered["answer"].strip() and answered["completion_tokens"] > 0
+    assert all(fact in answered["answer"] for fact in answered["unsupported_facts"])
 
     done = chatbot("ask", *common, "What is the capital of Mongolia?")
     assert done.returncode == 0, done.stderr
