@@ -246,7 +246,7 @@ def bench_latency(index_dir: Path, size: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--answers", type=int, default=12, help="covered questions to answer")
+    parser.add_argument("--answers", type=int, default=40, help="covered questions to answer")
     parser.add_argument("--model", type=Path, help="GGUF for the answers (default: SmolLM2)")
     parser.add_argument("--skip-answers", action="store_true", help="retrieval numbers only")
     parser.add_argument(

@@ -71,7 +71,7 @@ def test_unwritable_cache_falls_back_to_a_temporary_index(tmp_path):
 
 
 def test_encoder_matches_the_reference_bert(tmp_path, store_kb):
-    """MiniLM in llama.cpp gives the same sentence vectors as transformers' BertModel."""
+    """MiniLM in llama.cpp (Q8_0) gives the sentence vectors of transformers' BertModel."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     import zipfile
@@ -87,7 +87,7 @@ def test_encoder_matches_the_reference_bert(tmp_path, store_kb):
         mask = batch["attention_mask"].unsqueeze(-1)
         reference = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=-1)
     ours = store_kb.encoder.encode(texts)
-    assert np.abs(ours - reference.numpy()).max() < 2e-3
+    assert (ours * reference.numpy()).sum(axis=1).min() > 0.999  # cosine, vector by vector
     assert np.allclose(np.linalg.norm(ours, axis=1), 1.0, atol=1e-5)
 
 
