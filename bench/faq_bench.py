@@ -125,7 +125,7 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
     chosen = covered[::step][:count]
     engine = LlamaEngine(path, n_ctx=2048)
     options = GenerationOptions(max_tokens=160, temperature=0.0)
-    complete, kept, answered, flagged = 0, [], 0, 0
+    complete, kept, answered, flagged, tokens, loops = 0, [], 0, 0, [], 0
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
         for row in chosen:
@@ -140,6 +140,8 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
             kept.append(len(present) / len(facts) if facts else 1.0)
             complete += len(present) == len(facts)
             flagged += bool(result.unsupported)
+            tokens.append(result.stats.completion_tokens)
+            loops += result.stats.stop_reason == "repetition"
         store.close()
     engine.close()
     print(f"\nGrounded answers from {path.name} ({len(chosen)} covered questions, "
@@ -149,6 +151,8 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
         print(f"  mean share of the cited entry's key facts kept:    {statistics.mean(kept):.3f}")
         print(f"  answers stating a number or address the entry lacks (flagged to the user): "
               f"{flagged} of {answered}")  # fmt: skip
+        print(f"  reply length: median {statistics.median(tokens):.0f} tokens; "
+              f"{loops} of {answered} cut off for repeating themselves")  # fmt: skip
 
 
 def generated_kb(path: Path, size: int) -> list[str]:

@@ -51,7 +51,7 @@ class GenerationStats:
     ttft_ms: float  # time to first token
     decode_tps: float  # completion tokens per second after the first token
     total_ms: float
-    stop_reason: str  # "stop", "length" or "cancelled"
+    stop_reason: str  # "stop", "length", "cancelled", or "repetition" (set by the session)
 
 
 def token_timing(

@@ -11,12 +11,13 @@ import re
 import time
 import unicodedata
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from chatbot.engine import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import ChatbotError
 from chatbot.faq_facts import unsupported_facts
+from chatbot.repetition import RepetitionGuard
 from chatbot.store import Message, Store, TurnRecord
 
 TITLE_CHARS = 60
@@ -226,21 +227,25 @@ class Session:
         """
         sources, grounds = grounding
         cpu_start = time.process_time()
-        parts: list[str] = []
+        guard = RepetitionGuard()
         stats: GenerationStats | None = None
         try:
-            for item in self.engine.stream(prompt, self.options, should_stop):
+            for item in self.engine.stream(
+                prompt, self.options, lambda: should_stop() or guard.looping
+            ):
                 if isinstance(item, GenerationStats):
                     stats = item
                 else:
-                    parts.append(item.text)
+                    guard.add(item.text)
                     yield item
         finally:
             # Reached on normal end, on error and when the consumer closes the generator early.
-            answer = "".join(parts)
+            if guard.looping and stats is not None:
+                stats = replace(stats, stop_reason="repetition")
+            answer = guard.kept()
             stopped = stats is None or stats.stop_reason == "cancelled"
             unsupported = tuple(unsupported_facts(answer, grounds)) if grounds else ()
-            if parts or stats is not None:
+            if guard.text or stats is not None:
                 reply = self.store.add_message(
                     self.conversation_id,
                     "assistant",

@@ -138,6 +138,8 @@ class MessageBubble(Vertical):
             self._stream = None
         self.remove_class("streaming")
         done = message.result
+        if done is not None and done.answer != self.text:
+            await self.markdown.update(done.answer)  # a loop cut off: show what was kept
         self.show_outcome(
             stopped=bool(done and done.stopped),
             sources=done.sources if done else (),

@@ -10,6 +10,7 @@ from chatbot.export import export_conversation
 from chatbot.faq import KnowledgeBase
 from chatbot.faq_facts import unsupported_facts
 from chatbot.llama_engine import LlamaEngine
+from chatbot.repetition import RepetitionGuard
 from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
 
 OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
@@ -224,3 +225,19 @@ def test_export_markdown_and_json(engine, store):
     assert doc["messages"][1]["content"] == result.answer
     with pytest.raises(ChatbotError, match="format"):
         export_conversation(store, result.conversation_id, "pdf")
+
+
+def test_a_looping_reply_is_stopped_and_saved_without_the_repeat(engine, store):
+    """The tiny random model loops at temperature 0: the session stops it early."""
+    options = GenerationOptions(max_tokens=300, temperature=0.0)
+    session = Session(engine, store, options=options)
+    items = send(session, "Tell me a story")
+    result = items[-1]
+    streamed = "".join(i.text for i in items if isinstance(i, TextChunk))
+    assert result.stats.stop_reason == "repetition" and not result.stopped
+    assert result.stats.completion_tokens < 300
+    guard = RepetitionGuard()
+    guard.add(streamed)
+    assert result.answer == guard.kept() and len(result.answer) < len(streamed)
+    assert store.messages(session.conversation_id)[-1].content == result.answer
+    assert store.turns(session.conversation_id)[-1].stop_reason == "repetition"
