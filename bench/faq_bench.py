@@ -155,58 +155,61 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
               f"{loops} of {answered} cut off for repeating themselves")  # fmt: skip
 
 
+# The generated knowledge base for the latency test: every (thing, action, place) is an entry.
+KB_THINGS = [
+    "invoice",
+    "parcel",
+    "voucher",
+    "subscription",
+    "locker",
+    "badge",
+    "ticket",
+    "laptop",
+    "printer",
+    "charger",
+    "booking",
+    "membership",
+    "refund",
+    "password",
+    "receipt",
+    "seat",
+    "warranty-card",
+    "loyalty-card",
+    "gift-box",
+    "time-slot",
+]
+KB_ACTIONS = [
+    "cancel",
+    "renew",
+    "replace",
+    "transfer",
+    "track",
+    "upgrade",
+    "return",
+    "pay-for",
+    "change",
+    "activate",
+    "print",
+    "share",
+    "extend",
+    "split",
+    "reserve",
+]
+KB_PLACES = [
+    "online",
+    "in the app",
+    "by phone",
+    "at the desk",
+    "abroad",
+    "on weekends",
+    "for a friend",
+]
+
+
 def generated_kb(path: Path, size: int) -> list[str]:
     """A knowledge base of `size` distinct entries, and questions that paraphrase some."""
     rng = random.Random(7)
-    things = [
-        "invoice",
-        "parcel",
-        "voucher",
-        "subscription",
-        "locker",
-        "badge",
-        "ticket",
-        "laptop",
-        "printer",
-        "charger",
-        "booking",
-        "membership",
-        "refund",
-        "password",
-        "receipt",
-        "seat",
-        "warranty-card",
-        "loyalty-card",
-        "gift-box",
-        "time-slot",
-    ]
-    actions = [
-        "cancel",
-        "renew",
-        "replace",
-        "transfer",
-        "track",
-        "upgrade",
-        "return",
-        "pay-for",
-        "change",
-        "activate",
-        "print",
-        "share",
-        "extend",
-        "split",
-        "reserve",
-    ]
-    places = [
-        "online",
-        "in the app",
-        "by phone",
-        "at the desk",
-        "abroad",
-        "on weekends",
-        "for a friend",
-    ]
-    combos = [(t, a, p) for t in things for a in actions for p in places]
+    combos = [(t, a, p) for t in KB_THINGS for a in KB_ACTIONS for p in KB_PLACES]
     rng.shuffle(combos)
     lines, questions = [], []
     for n, (thing, action, place) in enumerate(combos[:size]):

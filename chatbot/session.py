@@ -242,18 +242,8 @@ class Session:
             # Reached on normal end, on error and when the consumer closes the generator early.
             if guard.looping and stats is not None:
                 stats = replace(stats, stop_reason="repetition")
-            answer = guard.kept()
-            stopped = stats is None or stats.stop_reason == "cancelled"
-            unsupported = tuple(unsupported_facts(answer, grounds)) if grounds else ()
             if guard.text or stats is not None:
-                reply = self.store.add_message(
-                    self.conversation_id,
-                    "assistant",
-                    answer,
-                    stopped=stopped,
-                    sources=sources,
-                    unsupported=unsupported,
-                )
+                reply = self._save_reply(guard.kept(), stats, sources, grounds)
         if stats is None:
             raise ChatbotError("the engine ended without a reply")
         cpu = time.process_time() - cpu_start
@@ -262,16 +252,33 @@ class Session:
             conversation_id=self.conversation_id,
             user_message_id=user_message_id,
             assistant_message_id=reply.id,
-            answer=answer,
-            stopped=stopped,
+            answer=reply.content,
+            stopped=reply.stopped,
             stats=stats,
             sources=sources,
-            unsupported=unsupported,
+            unsupported=reply.unsupported,
             cpu_seconds=cpu,
             turn_id=turn_id,
             history_left_out=self._cut,
         )
         yield self.last_result
+
+    def _save_reply(
+        self,
+        answer: str,
+        stats: GenerationStats | None,
+        sources: tuple[str, ...],
+        grounds: tuple[str, ...],
+    ) -> Message:
+        """Save the reply: stopped unless it ended by itself, with the facts its article lacks."""
+        return self.store.add_message(
+            self.conversation_id,
+            "assistant",
+            answer,
+            stopped=stats is None or stats.stop_reason == "cancelled",
+            sources=sources,
+            unsupported=tuple(unsupported_facts(answer, grounds)) if grounds else (),
+        )
 
     def _turn_record(self, message_id: int, stats: GenerationStats, cpu: float) -> TurnRecord:
         info = self.engine.info
