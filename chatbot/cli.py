@@ -18,7 +18,7 @@ from pathlib import Path
 
 from chatbot.cli_args import build_parser
 from chatbot.config import load_config
-from chatbot.engine import Engine, GenerationOptions, TextChunk
+from chatbot.engine import FAQ_TEMPERATURE, Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
 from chatbot.store import Store
@@ -71,6 +71,13 @@ def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
     return kb
 
 
+def _temperature(args: argparse.Namespace, kb: object) -> float:
+    """The --temperature given, else the default for the mode (greedy for FAQ answers)."""
+    if args.temperature is not None:
+        return args.temperature
+    return FAQ_TEMPERATURE if kb is not None else GenerationOptions.temperature
+
+
 def _check_faq_options(args: argparse.Namespace) -> None:
     if args.faq_confidence is not None and not 0.0 <= args.faq_confidence <= 1.0:
         raise ChatbotError(f"--faq-confidence must be between 0 and 1, got {args.faq_confidence}")
@@ -88,8 +95,10 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
     if args.model is None and not args.server:
         # Build before the app starts: the converter's progress must not draw over the screen.
         args.model = ensure_default_model()
+    kb = _knowledge_base(args)
+    options = GenerationOptions(temperature=FAQ_TEMPERATURE) if kb else GenerationOptions()
     app = ChatApp(
-        engine_factory(args), store, system_prompt=args.system, knowledge_base=_knowledge_base(args)
+        engine_factory(args), store, system_prompt=args.system, knowledge_base=kb, options=options
     )
     app.run()
     return 0
@@ -105,7 +114,7 @@ def cmd_ask(args: argparse.Namespace, store: Store) -> int:
     kb = _knowledge_base(args)
     engine = engine_factory(args)()
     options = GenerationOptions(
-        max_tokens=args.max_tokens, temperature=args.temperature, seed=args.seed
+        max_tokens=args.max_tokens, temperature=_temperature(args, kb), seed=args.seed
     )
     session = Session(
         engine,

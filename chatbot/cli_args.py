@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
-from chatbot.engine import GenerationOptions  # the app's defaults, so `ask` cannot drift
+from chatbot.engine import FAQ_TEMPERATURE, GenerationOptions  # the app's defaults too
 
 EPILOG = """commands (run `chatbot COMMAND --help` for each):
   (none)     open the chat app
@@ -180,9 +180,11 @@ def _add_ask(commands: argparse._SubParsersAction) -> None:
     ask.add_argument(
         "--temperature",
         type=float,
-        default=GenerationOptions.temperature,
+        default=None,
         metavar="T",
-        help="sampling temperature, 0 = always the likeliest token (default: %(default)s)",
+        help="sampling temperature, 0 = always the likeliest token (default: "
+        f"{GenerationOptions.temperature}; {FAQ_TEMPERATURE} with --faq, which keeps answers "
+        "closest to the article)",
     )
     ask.add_argument(
         "--max-tokens",

@@ -108,3 +108,13 @@ def test_bad_faq_options_are_one_error_line(tmp_path, flags, message):
     done = chatbot("ask", "--faq", STORE_FAQ, "--db", tmp_path / "chat.db", *flags, "hello")
     assert done.returncode == 2
     assert done.stderr.strip().splitlines() == [f"error: {message}"]
+
+
+@pytest.mark.slow
+def test_faq_answers_are_greedy_unless_a_temperature_is_given(smollm2, tmp_path):
+    """The same question answered twice, no seed: the same words (temperature 0 by default)."""
+    common = ("--faq", STORE_FAQ, "--model", smollm2, "--db", tmp_path / "chat.db", "--json")
+    question = ("--max-tokens", 40, "How long does it take to get my refund?")
+    first, second = (chatbot("ask", *common, *question) for _ in range(2))
+    assert first.returncode == second.returncode == 0, first.stderr + second.stderr
+    assert json.loads(first.stdout)["answer"] == json.loads(second.stdout)["answer"]
