@@ -40,6 +40,8 @@ def export_conversation(store: Store, conversation_id: int, fmt: str = "md") -> 
             notes.append("handed off to a person")
         if message.sources:
             notes.append("sources: " + ", ".join(message.sources))
+        if message.unsupported:
+            notes.append("not in the cited article: " + ", ".join(message.unsupported))
         if notes:
             lines += [f"_({'; '.join(notes)})_", ""]
     return "\n".join(lines).rstrip() + "\n"

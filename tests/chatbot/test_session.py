@@ -241,3 +241,15 @@ def test_a_looping_reply_is_stopped_and_saved_without_the_repeat(engine, store):
     assert result.answer == guard.kept() and len(result.answer) < len(streamed)
     assert store.messages(session.conversation_id)[-1].content == result.answer
     assert store.turns(session.conversation_id)[-1].stop_reason == "repetition"
+
+
+def test_export_notes_the_facts_a_reply_made_up(store):
+    cid = store.new_conversation("Refunds").id
+    store.add_message(cid, "user", "How long do refunds take?")
+    store.add_message(
+        cid, "assistant", "About 3 weeks.", sources=["refund"], unsupported=["3 weeks"]
+    )
+    md = export_conversation(store, cid, "md")
+    assert "_(sources: refund; not in the cited article: 3 weeks)_" in md
+    doc = json.loads(export_conversation(store, cid, "json"))
+    assert doc["messages"][1]["unsupported"] == ["3 weeks"]
