@@ -20,6 +20,11 @@ DEFAULT_HANDOFF_REPLY = (
     "Would you like me to pass you to a member of our support team? "
     "A person will pick up your question and get back to you."
 )
+# When the customer asks for a person (chatbot.person_request), unless a reply was configured.
+DEFAULT_REQUESTED_REPLY = (
+    "Of course. I'm passing your conversation to a member of our support team: "
+    "a person will pick it up and get back to you."
+)
 # The blended score (0..1, see chatbot.faq_index) the best entry needs to be answered from.
 # MiniLM gives paraphrases of one question cosines of about 0.5 and up and unrelated questions
 # under 0.4; chosen on the store FAQ and checked on a helpdesk FAQ written apart from it
@@ -32,6 +37,7 @@ GROUNDING_ENTRIES = 1
 __all__ = [
     "DEFAULT_CONFIDENCE",
     "DEFAULT_HANDOFF_REPLY",
+    "DEFAULT_REQUESTED_REPLY",
     "FaqEntry",
     "FaqHit",
     "KnowledgeBase",
@@ -92,6 +98,9 @@ class KnowledgeBase:
         self.warnings = warnings  # one line per skipped FAQ line, for the CLI or app to show
         self.index = index
         self.handoff_reply = handoff_reply
+        # A configured reply says how to reach a person: it serves both kinds of hand-off.
+        custom = handoff_reply != DEFAULT_HANDOFF_REPLY
+        self.requested_reply = handoff_reply if custom else DEFAULT_REQUESTED_REPLY
         self.confidence = confidence
         self.encoder = encoder  # None: words alone decide
         self._by_id = {entry.id: entry for entry in entries}

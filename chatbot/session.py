@@ -17,6 +17,7 @@ from typing import Any
 from chatbot.engine import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import ChatbotError
 from chatbot.faq_facts import unsupported_facts
+from chatbot.person_request import asks_for_a_person
 from chatbot.repetition import RepetitionGuard
 from chatbot.store import Message, Store, TurnRecord
 
@@ -112,13 +113,16 @@ class Session:
         if not clean:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
+        if self.knowledge_base is not None and asks_for_a_person(clean):
+            yield from self._handoff(clean, self.knowledge_base.requested_reply)
+            return
         try:
             retrieval = self.knowledge_base.retrieve(clean) if self.knowledge_base else None
         except Exception:
             self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
             raise
         if retrieval is not None and not retrieval.confident:
-            yield from self._handoff(clean)
+            yield from self._handoff(clean, self.knowledge_base.handoff_reply)
             return
         prompt_text = clean
         sources: tuple[str, ...] = ()
@@ -151,9 +155,9 @@ class Session:
             return []
         return self.store.messages(self.conversation_id)
 
-    def _handoff(self, clean: str) -> Iterator[TextChunk | TurnResult]:
-        """No confident FAQ answer: save the question and the hand-off reply, no model call."""
-        reply = self.knowledge_base.handoff_reply
+    def _handoff(self, clean: str, reply: str) -> Iterator[TextChunk | TurnResult]:
+        """No confident FAQ answer, or a person asked for: save the message and the hand-off
+        reply, no model call."""
         user = self.store.add_message(self.conversation_id, "user", clean)
         answer = self.store.add_message(self.conversation_id, "assistant", reply, handoff=True)
         yield TextChunk(reply)

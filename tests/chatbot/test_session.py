@@ -7,7 +7,7 @@ import pytest
 from chatbot.engine import GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
 from chatbot.export import export_conversation
-from chatbot.faq import KnowledgeBase
+from chatbot.faq import DEFAULT_REQUESTED_REPLY, KnowledgeBase
 from chatbot.faq_facts import unsupported_facts
 from chatbot.llama_engine import LlamaEngine
 from chatbot.repetition import RepetitionGuard
@@ -185,6 +185,23 @@ def test_faq_handoff_answers_without_the_model(engine, store, knowledge_base):
     assert store.messages(session.conversation_id)[-1].handoff
     assert store.turns(session.conversation_id) == []
     assert store.handoffs()[0].question == "Can you recommend a quantum physics textbook?"
+
+
+def test_asking_for_a_person_is_handed_off_without_the_model(engine, store, knowledge_base):
+    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    result = send(session, "I want to talk to a real person")[-1]
+    assert result.handoff and result.stats is None and result.sources == ()
+    assert result.answer == DEFAULT_REQUESTED_REPLY == knowledge_base.requested_reply
+    assert store.handoffs()[0].question == "I want to talk to a real person"
+    assert store.turns(session.conversation_id) == []
+
+
+def test_a_configured_handoff_reply_serves_requests_for_a_person(engine, store, tmp_path):
+    faq = tmp_path / "faq.jsonl"
+    faq.write_text(json.dumps({"id": "hours", "question": "When are you open?", "answer": "9-5."}))
+    with KnowledgeBase.open(faq, index_dir=tmp_path / "i", handoff_reply="Call Sam.") as kb:
+        session = Session(engine, store, knowledge_base=kb, options=OPTS)
+        assert send(session, "agent")[-1].answer == "Call Sam."
 
 
 def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
