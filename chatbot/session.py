@@ -19,6 +19,7 @@ from chatbot.errors import ChatbotError
 from chatbot.faq_facts import unsupported_facts
 from chatbot.person_request import asks_for_a_person
 from chatbot.repetition import RepetitionGuard
+from chatbot.small_talk import small_talk_reply
 from chatbot.store import Message, Store, TurnRecord
 
 TITLE_CHARS = 60
@@ -114,7 +115,10 @@ class Session:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
         if self.knowledge_base is not None and asks_for_a_person(clean):
-            yield from self._handoff(clean, self.knowledge_base.requested_reply)
+            yield from self._without_model(clean, self.knowledge_base.requested_reply)
+            return
+        if self.knowledge_base is not None and (line := small_talk_reply(clean)):
+            yield from self._without_model(clean, line, handoff=False)
             return
         try:
             retrieval = self.knowledge_base.retrieve(clean) if self.knowledge_base else None
@@ -122,7 +126,7 @@ class Session:
             self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
             raise
         if retrieval is not None and not retrieval.confident:
-            yield from self._handoff(clean, self.knowledge_base.handoff_reply)
+            yield from self._without_model(clean, self.knowledge_base.handoff_reply)
             return
         prompt_text = clean
         sources: tuple[str, ...] = ()
@@ -155,11 +159,13 @@ class Session:
             return []
         return self.store.messages(self.conversation_id)
 
-    def _handoff(self, clean: str, reply: str) -> Iterator[TextChunk | TurnResult]:
-        """No confident FAQ answer, or a person asked for: save the message and the hand-off
-        reply, no model call."""
+    def _without_model(
+        self, clean: str, reply: str, handoff: bool = True
+    ) -> Iterator[TextChunk | TurnResult]:
+        """A FAQ-mode reply the model is not asked for: a hand-off (no confident answer, or a
+        person asked for) or a line of small talk. Saves the message and the reply."""
         user = self.store.add_message(self.conversation_id, "user", clean)
-        answer = self.store.add_message(self.conversation_id, "assistant", reply, handoff=True)
+        answer = self.store.add_message(self.conversation_id, "assistant", reply, handoff=handoff)
         yield TextChunk(reply)
         self.last_result = TurnResult(
             conversation_id=self.conversation_id,
@@ -168,7 +174,7 @@ class Session:
             answer=reply,
             stopped=False,
             stats=None,
-            handoff=True,
+            handoff=handoff,
         )
         yield self.last_result
 

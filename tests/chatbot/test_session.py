@@ -12,6 +12,7 @@ from chatbot.faq_facts import unsupported_facts
 from chatbot.llama_engine import LlamaEngine
 from chatbot.repetition import RepetitionGuard
 from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
+from chatbot.small_talk import GREETING_REPLY, THANKS_REPLY
 
 OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
 
@@ -194,6 +195,20 @@ def test_asking_for_a_person_is_handed_off_without_the_model(engine, store, know
     assert result.answer == DEFAULT_REQUESTED_REPLY == knowledge_base.requested_reply
     assert store.handoffs()[0].question == "I want to talk to a real person"
     assert store.turns(session.conversation_id) == []
+
+
+def test_small_talk_is_answered_without_the_model_or_a_handoff(engine, store, knowledge_base):
+    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    hello, thanks = send(session, "Hello!")[-1], send(session, "thanks a lot")[-1]
+    assert (hello.answer, thanks.answer) == (GREETING_REPLY, THANKS_REPLY)
+    assert not hello.handoff and hello.stats is None and hello.sources == ()
+    assert store.handoffs() == [] and store.turns(session.conversation_id) == []
+    assert [m.content for m in store.messages(session.conversation_id)] == [
+        "Hello!",
+        GREETING_REPLY,
+        "thanks a lot",
+        THANKS_REPLY,
+    ]
 
 
 def test_a_configured_handoff_reply_serves_requests_for_a_person(engine, store, tmp_path):
