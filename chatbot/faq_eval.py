@@ -21,6 +21,7 @@ SWEEP = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
 class LabelledQuestion:
     question: str
     expected: str  # an entry id, or HANDOFF
+    previous: str | None = None  # the customer's message before, for a follow-up
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,8 @@ class Evaluation:
 
 
 def load_questions(path: Path, known_ids: set[str]) -> tuple[list[LabelledQuestion], list[str]]:
-    """Read {"question": ..., "expected": "<id>" | "handoff"} lines; bad lines become warnings."""
+    """Read {"question": ..., "expected": "<id>" | "handoff"} lines (with "previous", the
+    message before, for a follow-up); bad lines become warnings."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -82,12 +84,15 @@ def _parse(line: str, known_ids: set[str]) -> tuple[str, LabelledQuestion | None
     expected = str(expected).strip()
     if expected != HANDOFF and expected not in known_ids:
         return f"'expected' names no entry of the FAQ: {expected!r}", None
-    return "", LabelledQuestion(question.strip(), expected)
+    previous = value.get("previous")
+    if previous is not None and not isinstance(previous, str):
+        return "'previous' must be text (the message before this one)", None
+    return "", LabelledQuestion(question.strip(), expected, previous or None)
 
 
 def evaluate(kb: KnowledgeBase, questions: list[LabelledQuestion]) -> Evaluation:
     """Retrieve every question once, then count at each threshold."""
-    found = [(q, kb.retrieve(q.question)) for q in questions]
+    found = [(q, kb.retrieve(q.question, previous=q.previous)) for q in questions]
     thresholds = sorted({round(t, 4) for t in (kb.confidence, *SWEEP)})
     covered = [(q, r) for q, r in found if q.expected != HANDOFF]
     uncovered = [(q, r) for q, r in found if q.expected == HANDOFF]

@@ -41,6 +41,7 @@ SEMANTIC_SHARE = 0.9  # weight of the semantic signal in the blend, when the enc
 # than a question close to the entry's own question (the same reasoning as ANSWER_ONLY_CREDIT).
 # Chosen on the helpdesk evaluation set (data/eval/helpdesk_eval.jsonl), not on the store's.
 ANSWER_SENTENCE_CREDIT = 0.9
+MATCHES_KEPT = 512  # FTS5 lookups remembered (two per word of a question)
 MAX_TERMS = 32  # a pasted essay is not a question; two FTS5 lookups per term stay bounded
 
 # Function words and chat filler: they say nothing about which entry is meant.
@@ -98,6 +99,7 @@ class FaqIndex:
         self.path = path  # None when the index lives in memory
         self.rebuilt = rebuilt
         self._lock = threading.Lock()  # the app retrieves from worker threads
+        self._matches: dict[str, frozenset[int]] = {}  # FTS5 query -> rows, oldest first
         rows = self.db.execute("SELECT rowid, faq_id FROM faq_fts").fetchall()
         self._ids = dict(rows)
         self._size = len(rows)
@@ -172,9 +174,14 @@ class FaqIndex:
         best = np.maximum.reduceat(self._vectors @ query_vector, self._run_starts)
         return dict(zip(self._run_owners, np.maximum(best, 0.0).tolist(), strict=True))
 
-    def _rows_matching(self, match: str) -> set[int]:
-        rows = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])
-        return {row[0] for row in rows}
+    def _rows_matching(self, match: str) -> frozenset[int]:
+        """The rows an FTS5 query matches; kept, since a follow-up repeats the words before."""
+        if (rows := self._matches.get(match)) is None:
+            found = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])
+            rows = self._matches[match] = frozenset(row[0] for row in found)
+            if len(self._matches) > MATCHES_KEPT:
+                self._matches.pop(next(iter(self._matches)))
+        return rows
 
     def _idf(self, containing: int) -> float:
         """BM25's idf, always positive; largest for a word no entry contains."""

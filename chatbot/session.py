@@ -114,17 +114,11 @@ class Session:
         if not clean:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
-        if self.knowledge_base is not None and asks_for_a_person(clean):
-            yield from self._without_model(clean, self.knowledge_base.requested_reply)
+        asked = [m.content for m in history if m.role == "user"]
+        if (shortcut := self._faq_shortcut(clean)) is not None:
+            yield from self._without_model(clean, *shortcut)
             return
-        if self.knowledge_base is not None and (line := small_talk_reply(clean)):
-            yield from self._without_model(clean, line, handoff=False)
-            return
-        try:
-            retrieval = self.knowledge_base.retrieve(clean) if self.knowledge_base else None
-        except Exception:
-            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
-            raise
+        retrieval = self._retrieve(clean, asked)
         if retrieval is not None and not retrieval.confident:
             yield from self._without_model(clean, self.knowledge_base.handoff_reply)
             return
@@ -136,8 +130,7 @@ class Session:
 
             prompt_text = grounded_user_message(clean, retrieval.hits)
             sources = tuple(retrieval.sources)
-            said = [m.content for m in history if m.role == "user"]
-            grounds = (*(h.answer for h in retrieval.grounding), *said, clean)
+            grounds = (*(h.answer for h in retrieval.grounding), *asked, clean)
         user = self.store.add_message(
             self.conversation_id,
             "user",
@@ -148,6 +141,27 @@ class Session:
         if notice:
             yield notice
         yield from self._generate(user.id, prompt, (sources, grounds), should_stop)
+
+    def _faq_shortcut(self, clean: str) -> tuple[str, bool] | None:
+        """FAQ mode's replies without retrieval: (reply, is a hand-off) for a request for a
+        person or a line of small talk; None for a question."""
+        if self.knowledge_base is None:
+            return None
+        if asks_for_a_person(clean):
+            return self.knowledge_base.requested_reply, True
+        line = small_talk_reply(clean)
+        return (line, False) if line else None
+
+    def _retrieve(self, clean: str, asked: list[str]) -> Any:  # -> Retrieval | None
+        """The FAQ entries for the message (None without a FAQ); `asked` are the customer's
+        earlier messages, the last of which a short follow-up is read with."""
+        if self.knowledge_base is None:
+            return None
+        try:
+            return self.knowledge_base.retrieve(clean, previous=asked[-1] if asked else None)
+        except Exception:
+            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
+            raise
 
     def _history_before(self, clean: str) -> list[Message]:
         """The saved messages so far; creates the conversation on the first message."""

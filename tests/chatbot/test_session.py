@@ -1,6 +1,7 @@
 """Session: validation, saving before/after generation, stopping, context limits, FAQ mode."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -285,3 +286,12 @@ def test_export_notes_the_facts_a_reply_made_up(store):
     assert "_(sources: refund; not in the cited article: 3 weeks)_" in md
     doc = json.loads(export_conversation(store, cid, "json"))
     assert doc["messages"][1]["unsupported"] == ["3 weeks"]
+
+
+def test_a_follow_up_is_grounded_on_the_topic_before(engine, store, tmp_path):
+    faq = Path(__file__).resolve().parents[2] / "data/faq/store_faq.jsonl"
+    with KnowledgeBase.open(faq, index_dir=tmp_path / "index") as kb:
+        assert kb.retrieve("What if it already shipped?").ids[0] != "order-cancel"  # alone
+        session = Session(engine, store, knowledge_base=kb, options=OPTS)
+        assert send(session, "Can I cancel my order?")[-1].sources == ("order-cancel",)
+        assert send(session, "What if it already shipped?")[-1].sources == ("order-cancel",)

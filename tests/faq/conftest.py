@@ -12,6 +12,7 @@ REPO = Path(__file__).resolve().parents[2]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
 STORE_EVAL = REPO / "data/eval/faq_eval.jsonl"
 HELPDESK_EVAL = REPO / "data/eval/helpdesk_eval.jsonl"
+FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
 
 
 @pytest.fixture(scope="session")

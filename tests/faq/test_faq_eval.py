@@ -54,6 +54,15 @@ def test_bad_lines_are_warnings_with_their_number(tmp_path):
     assert "names no entry of the FAQ: 'pool'" in warnings[1]
 
 
+def test_a_follow_up_line_carries_the_message_before(tmp_path):
+    row = {"question": "And towels?", "expected": "towels", "previous": "When is the gym open?"}
+    questions, warnings = load_questions(
+        write_lines(tmp_path / "q.jsonl", [row, {**row, "previous": 3}]), {"towels"}
+    )
+    assert questions == [LabelledQuestion("And towels?", "towels", "When is the gym open?")]
+    assert warnings == ["line 2: 'previous' must be text (the message before this one); skipped"]
+
+
 def test_a_file_with_no_usable_question_is_an_error(tmp_path):
     with pytest.raises(KnowledgeBaseError, match="has no labelled questions"):
         load_questions(write_lines(tmp_path / "q.jsonl", ["[]"]), {"hours"})

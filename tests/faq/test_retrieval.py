@@ -9,7 +9,7 @@ from chatbot.faq import FaqHit, KnowledgeBase, grounded_user_message
 from chatbot.faq_eval import evaluate, load_questions
 from chatbot.faq_index import query_terms
 from tests.faq import helpdesk
-from tests.faq.conftest import HELPDESK_EVAL, STORE_EVAL
+from tests.faq.conftest import FOLLOW_UPS, HELPDESK_EVAL, STORE_EVAL
 
 # Text a customer might type that is FTS5 syntax, or breaks a naive MATCH string.
 HOSTILE = [
@@ -188,3 +188,28 @@ def test_shipped_eval_retrieval_targets(shipped):
     assert shipped["top1"] >= 0.90, shipped
     assert shipped["top3"] >= 0.97, shipped
     assert shipped["false_handoff"] <= 0.05, shipped
+
+
+def test_a_short_follow_up_is_read_with_the_message_before(store_kb):
+    follow_up = store_kb.retrieve("What if it already shipped?", previous="Can I cancel my order?")
+    assert follow_up.ids[0] == "order-cancel" and follow_up.confident
+    # A new, self-contained question matches better on its own.
+    switch = store_kb.retrieve(
+        "How do I change the email address on my account?", previous="How long do refunds take?"
+    )
+    assert switch.ids[0] == "account-change-email"
+    # A long message is never joined with the one before.
+    long = "I would like to know which payment methods you accept for orders shipped abroad"
+    assert store_kb.retrieve(long, previous="Hi").ids == store_kb.retrieve(long).ids
+
+
+def test_follow_up_evaluation_set_gains_from_the_message_before(store_kb):
+    rows = [json.loads(line) for line in FOLLOW_UPS.read_text().splitlines() if line.strip()]
+    assert len(rows) >= 40 and all(r["previous"] for r in rows)
+    covered = [r for r in rows if r["expected"] != "handoff"]
+    alone = [store_kb.retrieve(r["question"]).ids[:1] == [r["expected"]] for r in covered]
+    joined = [
+        store_kb.retrieve(r["question"], previous=r["previous"]).ids[:1] == [r["expected"]]
+        for r in covered
+    ]
+    assert sum(joined) / len(covered) >= 0.85 and sum(alone) / len(covered) < 0.6
