@@ -16,6 +16,7 @@ import numpy as np
 from chatbot.faq_embed import SentenceEncoder
 from chatbot.faq_index import FaqIndex, open_index, query_terms
 from chatbot.faq_load import FaqEntry, load_knowledge_base
+from chatbot.follow_up import looks_like_follow_up
 from converter.paths import cache_dir
 
 DEFAULT_HANDOFF_REPLY = (
@@ -33,8 +34,6 @@ DEFAULT_REQUESTED_REPLY = (
 # under 0.4; chosen on the store FAQ and checked on a helpdesk FAQ written apart from it
 # (tests/faq/helpdesk.py), where it gives the same rates. bench/faq_bench.py sweeps it.
 DEFAULT_CONFIDENCE = 0.45
-# A message this short may be a follow-up that needs the previous one ("What about express?").
-FOLLOW_UP_WORDS = 10
 # How much better the match read with the previous message must be: a self-contained question
 # ("Do you accept Apple Pay?" after one about refunds) can gain a little from any context.
 FOLLOW_UP_MARGIN = 0.1
@@ -147,16 +146,15 @@ class KnowledgeBase:
     def retrieve(self, question: str, k: int = 3, previous: str | None = None) -> Retrieval:
         """The k best entries for the question; confident when the best covers enough of it.
 
-        `previous` is the customer's message before this one. A short follow-up ("And for
-        PayPal?") means little alone, so it is also looked up together with the previous
-        message, and that reading is taken when it matches clearly better: a new, self-contained
-        question matches as well or better alone. The two messages' meaning is the sum of their
-        vectors (the previous one's is kept from its own turn), so the follow-up costs no second
-        encoder pass: 22 of the 25 follow-ups in data/eval/faq_followups.jsonl found either way.
+        `previous` is the customer's message before this one. A follow-up ("And for PayPal?",
+        see chatbot.follow_up) means little alone, so it is also looked up together with the
+        previous message, and that reading is taken when it matches clearly better. The two
+        messages' meaning is the sum of their vectors (the previous one's is kept from its own
+        turn), so a follow-up costs no second encoder pass.
         """
         vector = self._vector(question)
         alone = self._lookup(query_terms(question), vector, k)
-        if previous and len(question.split()) <= FOLLOW_UP_WORDS:
+        if previous and looks_like_follow_up(question):
             joined = None if vector is None else _unit(self._vector(previous) + vector)
             together = self._lookup(query_terms(f"{previous} {question}"), joined, k)
             best_alone = alone.hits[0].score if alone.hits else 0.0
