@@ -11,6 +11,7 @@ import json
 import os
 import signal
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -262,23 +263,44 @@ def _terminate(signum: int, _frame: object) -> None:
     raise SystemExit(128 + signum)
 
 
+_INTERRUPTED = threading.Event()
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    """Ctrl-C, remembered: a library can turn the KeyboardInterrupt raised inside it into an
+    error of its own (torch reports a tensor it could not read), which is still an interrupt."""
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
+def _interrupted() -> int:
+    print("error: interrupted (no output file written)", file=sys.stderr)
+    return 130
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help"):
         argv.insert(0, "convert")
     args = build_parser().parse_args(argv)
     signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGINT, _interrupt)
     try:
         return args.handler(args)
+    except KeyboardInterrupt:
+        return _interrupted()
     except ConverterError as exc:
+        if _INTERRUPTED.is_set():
+            return _interrupted()
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("error: interrupted (no output file written)", file=sys.stderr)
-        return 130
     except BrokenPipeError:  # `converter info X | head`: the reader left, nothing to say
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except Exception:
+        if _INTERRUPTED.is_set():
+            return _interrupted()
+        raise
 
 
 if __name__ == "__main__":

@@ -193,3 +193,28 @@ def test_ctrl_c_exits_130_and_cleans_up(out_dir):
     assert proc.returncode == 130, stderr
     assert stderr.strip().splitlines() == ["error: interrupted (no output file written)"]
     assert list(out_dir.iterdir()) == []
+
+
+def test_ctrl_c_that_a_library_turns_into_another_error_still_exits_130(monkeypatch, capsys):
+    """torch can turn the KeyboardInterrupt raised inside it into its own error ("could not
+    determine the shape of object type"), which the reader reports as a tensor it could not
+    read: the converter still exits 130, as for any Ctrl-C."""
+    from converter import cli
+    from converter.errors import ConverterError
+
+    def interrupted_read(_args):
+        try:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(1)  # the handler raises here
+        except KeyboardInterrupt:
+            raise ConverterError("cannot read tensor model.embed_tokens.weight: ...") from None
+        raise AssertionError("no SIGINT arrived")
+
+    monkeypatch.setattr(cli, "_run_info", interrupted_read)
+    previous = signal.getsignal(signal.SIGINT)
+    try:
+        assert cli.main(["info", "any.gguf"]) == 130
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        cli._INTERRUPTED.clear()
+    assert capsys.readouterr().err == "error: interrupted (no output file written)\n"
