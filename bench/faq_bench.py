@@ -22,6 +22,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -29,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.chat_bench import find_model  # noqa: E402
 from chatbot.engine import GenerationOptions  # noqa: E402
 from chatbot.faq import KnowledgeBase  # noqa: E402
-from chatbot.faq_eval import HANDOFF, LabelledQuestion, evaluate  # noqa: E402
+from chatbot.faq_eval import HANDOFF, LabelledQuestion, evaluate, load_questions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
@@ -46,22 +47,29 @@ NUMERIC = re.compile(
 NAME = re.compile(r"\b[A-Z][A-Za-z]*(?:[ -][A-Z][A-Za-z]*)*")
 
 
-def load_eval(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
+    """An evaluation file's questions, read as `chatbot faq-eval` reads them."""
+    questions, warnings = load_questions(path, {entry.id for entry in kb.entries})
+    assert not warnings, warnings
+    return questions
 
 
-def bench_retrieval(faq: Path, rows: list[dict], index_dir: Path) -> KnowledgeBase:
+def bench_retrieval(
+    faq: Path, eval_path: Path, index_dir: Path
+) -> tuple[KnowledgeBase, list[LabelledQuestion]]:
     """The retrieval table and threshold sweep for one knowledge base and its questions."""
-    questions = [LabelledQuestion(r["question"], r["expected"]) for r in rows]
-    print(f"Retrieval on {faq.name} with {len(rows)} questions "
-          f"({sum(q.expected == HANDOFF for q in questions)} uncovered):")  # fmt: skip
     header = ("signals", "top-1", "top-3", "hand-off recall", "false hand-offs")
-    print(f"  {header[0]:<22} {header[1]:>6} {header[2]:>6} {header[3]:>16} {header[4]:>16}")
-    kbs, results = {}, {}
+    kbs, results, questions = {}, {}, []
     for label, semantic in (("FTS5 + encoder", True), ("FTS5 alone", False)):
         kb = KnowledgeBase.open(faq, index_dir=index_dir / label[:4], semantic=semantic)
+        if not questions:
+            questions = labelled(eval_path, kb)
+            print(f"Retrieval on {faq.name} with {len(questions)} questions "
+                  f"({sum(q.expected == HANDOFF for q in questions)} uncovered):")  # fmt: skip
+            print(f"  {header[0]:<22} {header[1]:>6} {header[2]:>6} {header[3]:>16} "
+                  f"{header[4]:>16}")  # fmt: skip
         kbs[semantic], results[semantic] = kb, evaluate(kb, questions)
-        got = next(r for r in results[semantic].rates if r.threshold == kb.confidence)
+        got = results[semantic].in_use
         print(f"  {label:<22} {got.top1:>6.3f} {got.top3:>6.3f} "
               f"{got.handoff_recall:>16.3f} {got.false_handoffs:>16.3f}")  # fmt: skip
     kbs[False].close()
@@ -72,19 +80,16 @@ def bench_retrieval(faq: Path, rows: list[dict], index_dir: Path) -> KnowledgeBa
         print(f"    {got.threshold:.2f}: hand-off recall {got.handoff_recall:.3f}, "
               f"false hand-offs {got.false_handoffs:.3f}")  # fmt: skip
     print(f"  uncovered questions answered at the default: {blend.answered_uncovered}")
-    return kb
+    return kb, questions
 
 
 def bench_follow_ups(kb: KnowledgeBase) -> None:
     """Second messages of a chat ("And for PayPal?"), looked up alone and with the first."""
-    rows = load_eval(STORE_FOLLOW_UPS)
-    print(f"  follow-ups ({len(rows)} second messages: elliptical, new topics, uncovered):")
+    follow_ups = labelled(STORE_FOLLOW_UPS, kb)
+    print(f"  follow-ups ({len(follow_ups)} second messages: elliptical, new topics, uncovered):")
     for label, with_previous in (("alone", False), ("with the message before", True)):
-        questions = [
-            LabelledQuestion(r["question"], r["expected"], r["previous"] if with_previous else None)
-            for r in rows
-        ]
-        got = next(r for r in evaluate(kb, questions).rates if r.threshold == kb.confidence)
+        questions = [q if with_previous else replace(q, previous=None) for q in follow_ups]
+        got = evaluate(kb, questions).in_use
         print(f"    {label:<24} top-1 {got.top1:.3f}, top-3 {got.top3:.3f}, hand-off recall "
               f"{got.handoff_recall:.3f}, false hand-offs {got.false_handoffs:.3f}")  # fmt: skip
 
@@ -129,13 +134,15 @@ def cited_entry(answer: str, sources: tuple[str, ...], kb: KnowledgeBase):
     return kb.entry(sources[0]) if sources else None
 
 
-def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path | None) -> None:
+def bench_answers(
+    kb: KnowledgeBase, questions: list[LabelledQuestion], count: int, model: Path | None
+) -> None:
     from chatbot.llama_engine import LlamaEngine
     from chatbot.session import Session, TurnResult
     from chatbot.store import Store
 
     path = find_model(model)
-    covered = [r for r in rows if r["expected"] != "handoff"]
+    covered = [q for q in questions if q.expected != HANDOFF]
     step = max(1, len(covered) // count)
     chosen = covered[::step][:count]
     engine = LlamaEngine(path, n_ctx=2048)
@@ -145,7 +152,7 @@ def bench_answers(kb: KnowledgeBase, rows: list[dict], count: int, model: Path |
         store = Store(Path(tmp) / "bench.db")
         for row in chosen:
             session = Session(engine, store, knowledge_base=kb, options=options)
-            result = [i for i in session.send(row["question"]) if isinstance(i, TurnResult)][0]
+            result = [i for i in session.send(row.question) if isinstance(i, TurnResult)][0]
             if result.handoff:
                 continue
             answered += 1
@@ -288,16 +295,15 @@ def main(argv: list[str] | None = None) -> int:
         "--size", type=int, default=1000, help="entries for the latency test (0: skip it)"
     )
     args = parser.parse_args(argv)
-    rows = load_eval(STORE_EVAL)
     with tempfile.TemporaryDirectory() as tmp:
         print("Second domain, settings unchanged:")
-        bench_retrieval(HELPDESK_FAQ, load_eval(HELPDESK_EVAL), Path(tmp) / "helpdesk").close()
+        bench_retrieval(HELPDESK_FAQ, HELPDESK_EVAL, Path(tmp) / "helpdesk")[0].close()
         print()
-        kb = bench_retrieval(STORE_FAQ, rows, Path(tmp) / "store")
+        kb, questions = bench_retrieval(STORE_FAQ, STORE_EVAL, Path(tmp) / "store")
         bench_near_topic(kb)
         bench_follow_ups(kb)
         if not args.skip_answers:
-            bench_answers(kb, rows, args.answers, args.model)
+            bench_answers(kb, questions, args.answers, args.model)
         kb.close()
         if args.size > 0:
             bench_latency(Path(tmp), args.size)

@@ -71,10 +71,8 @@ def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
     return kb
 
 
-def _temperature(args: argparse.Namespace, kb: object) -> float:
-    """The --temperature given, else the default for the mode (greedy for FAQ answers)."""
-    if args.temperature is not None:
-        return args.temperature
+def _default_temperature(kb: object) -> float:
+    """Greedy for FAQ answers, which keeps them closest to the article; else the chat default."""
     return FAQ_TEMPERATURE if kb is not None else GenerationOptions.temperature
 
 
@@ -96,7 +94,7 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
         # Build before the app starts: the converter's progress must not draw over the screen.
         args.model = ensure_default_model()
     kb = _knowledge_base(args)
-    options = GenerationOptions(temperature=FAQ_TEMPERATURE) if kb else GenerationOptions()
+    options = GenerationOptions(temperature=_default_temperature(kb))
     app = ChatApp(
         engine_factory(args), store, system_prompt=args.system, knowledge_base=kb, options=options
     )
@@ -114,7 +112,9 @@ def cmd_ask(args: argparse.Namespace, store: Store) -> int:
     kb = _knowledge_base(args)
     engine = engine_factory(args)()
     options = GenerationOptions(
-        max_tokens=args.max_tokens, temperature=_temperature(args, kb), seed=args.seed
+        max_tokens=args.max_tokens,
+        temperature=_default_temperature(kb) if args.temperature is None else args.temperature,
+        seed=args.seed,
     )
     session = Session(
         engine,
@@ -243,7 +243,7 @@ def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:
     print(f"{result.covered} covered and {result.uncovered} uncovered questions")
     print("threshold  top-1  top-3  hand-off recall  false hand-offs")
     for r in result.rates:
-        mark = "  <- in use" if abs(r.threshold - result.threshold) < 1e-6 else ""
+        mark = "  <- in use" if r is result.in_use else ""
         print(f"{r.threshold:>9.2f}  {r.top1:5.3f}  {r.top3:5.3f}  {r.handoff_recall:>15.3f}  "
               f"{r.false_handoffs:>15.3f}{mark}")  # fmt: skip
     for label, missed in (

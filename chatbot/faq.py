@@ -6,9 +6,8 @@ says whether they are good enough to answer from. When they are not, the bot doe
 the session gives `handoff_reply` instead of calling the model.
 """
 
-import threading
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -112,8 +111,8 @@ class KnowledgeBase:
         self.confidence = confidence
         self.encoder = encoder  # None: words alone decide
         self._by_id = {entry.id: entry for entry in entries}
-        self._vectors: dict[str, np.ndarray] = {}  # recent messages' vectors, oldest first
-        self._vectors_lock = threading.Lock()
+        # Recent messages' vectors: a follow-up is read with the message before it.
+        self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
 
     @classmethod
     def open(
@@ -162,17 +161,9 @@ class KnowledgeBase:
                 return together
         return alone
 
-    def _vector(self, text: str) -> np.ndarray | None:
-        """The text's sentence vector (None without the encoder), kept for the next turns."""
-        if self.encoder is None:
-            return None
-        with self._vectors_lock:  # the app retrieves from worker threads
-            if (vector := self._vectors.pop(text, None)) is None:
-                vector = self.encoder.encode([text])[0]
-            self._vectors[text] = vector  # newest last; the oldest go beyond a few turns
-            while len(self._vectors) > VECTORS_KEPT:
-                self._vectors.pop(next(iter(self._vectors)))
-        return vector
+    def _encode(self, text: str) -> np.ndarray | None:
+        """The text's sentence vector; None without the encoder. Read through `_vector`."""
+        return self.encoder.encode([text])[0] if self.encoder is not None else None
 
     def _lookup(self, terms: list[str], vector: np.ndarray | None, k: int) -> Retrieval:
         candidates = self.index.search(terms, vector, limit=max(k, 1))

@@ -44,6 +44,11 @@ class Evaluation:
     answered_uncovered: list[str]  # at the current threshold: the bot answered, should not have
     handed_off_covered: list[str]  # at the current threshold: the bot handed off, should not have
 
+    @property
+    def in_use(self) -> Rates:
+        """The measures at the threshold in use."""
+        return min(self.rates, key=lambda rates: abs(rates.threshold - self.threshold))
+
 
 def load_questions(path: Path, known_ids: set[str]) -> tuple[list[LabelledQuestion], list[str]]:
     """Read {"question": ..., "expected": "<id>" | "handoff"} lines (with "previous", the
@@ -112,7 +117,6 @@ def rates_at(
     threshold: float,
 ) -> Rates:
     """The four measures if the bot answered from entries scoring at least `threshold`."""
-
     return Rates(
         threshold=threshold,
         top1=share(sum(r.ids[:1] == [q.expected] for q, r in covered), len(covered)),

@@ -21,6 +21,7 @@ import sqlite3
 import tempfile
 import threading
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -99,7 +100,8 @@ class FaqIndex:
         self.path = path  # None when the index lives in memory
         self.rebuilt = rebuilt
         self._lock = threading.Lock()  # the app retrieves from worker threads
-        self._matches: dict[str, frozenset[int]] = {}  # FTS5 query -> rows, oldest first
+        # FTS5 query -> rows, kept: a follow-up repeats the words of the message before.
+        self._rows_matching = lru_cache(maxsize=MATCHES_KEPT)(self._query_rows)
         rows = self.db.execute("SELECT rowid, faq_id FROM faq_fts").fetchall()
         self._ids = dict(rows)
         self._size = len(rows)
@@ -174,14 +176,10 @@ class FaqIndex:
         best = np.maximum.reduceat(self._vectors @ query_vector, self._run_starts)
         return dict(zip(self._run_owners, np.maximum(best, 0.0).tolist(), strict=True))
 
-    def _rows_matching(self, match: str) -> frozenset[int]:
-        """The rows an FTS5 query matches; kept, since a follow-up repeats the words before."""
-        if (rows := self._matches.get(match)) is None:
-            found = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])
-            rows = self._matches[match] = frozenset(row[0] for row in found)
-            if len(self._matches) > MATCHES_KEPT:
-                self._matches.pop(next(iter(self._matches)))
-        return rows
+    def _query_rows(self, match: str) -> frozenset[int]:
+        """The rows an FTS5 query matches. Read through `_rows_matching`."""
+        found = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])
+        return frozenset(row[0] for row in found)
 
     def _idf(self, containing: int) -> float:
         """BM25's idf, always positive; largest for a word no entry contains."""

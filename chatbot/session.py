@@ -140,7 +140,7 @@ class Session:
         prompt, notice = self._fit(history, {"role": "user", "content": prompt_text})
         if notice:
             yield notice
-        yield from self._generate(user.id, prompt, (sources, grounds), should_stop)
+        yield from self._generate(user.id, prompt, sources, grounds, should_stop)
 
     def _faq_shortcut(self, clean: str) -> tuple[str, bool] | None:
         """FAQ mode's replies without retrieval: (reply, is a hand-off) for a request for a
@@ -242,14 +242,14 @@ class Session:
         self,
         user_message_id: int,
         prompt: list[ChatMessage],
-        grounding: tuple[tuple[str, ...], tuple[str, ...]],
+        sources: tuple[str, ...],
+        grounds: tuple[str, ...],
         should_stop: Callable[[], bool],
     ) -> Iterator[TextChunk | TurnResult]:
         """Stream the reply, then save it (also when stopped or failed) and its latency row.
 
-        `grounding` is the FAQ entry ids cited and the texts the reply may take facts from.
+        `sources` are the FAQ entry ids cited, `grounds` the texts the reply may take facts from.
         """
-        sources, grounds = grounding
         cpu_start = time.process_time()
         guard = RepetitionGuard()
         stats: GenerationStats | None = None

@@ -76,7 +76,7 @@ def test_rates_count_each_kind_of_question_at_each_threshold(gym):
     assert (result.covered, result.uncovered, result.threshold) == (2, 1, gym.confidence)
     thresholds = [r.threshold for r in result.rates]
     assert thresholds == sorted(thresholds) and gym.confidence in thresholds
-    in_use = next(r for r in result.rates if r.threshold == gym.confidence)
+    in_use = result.in_use
     assert in_use.top1 == in_use.top3 == 1.0
     assert (in_use.handoff_recall, in_use.false_handoffs) == (1.0, 0.0)
     assert result.answered_uncovered == [] and result.handed_off_covered == []

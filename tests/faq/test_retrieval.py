@@ -161,7 +161,7 @@ def _shipped_eval(kb: KnowledgeBase) -> dict[str, float]:
     questions, warnings = load_questions(STORE_EVAL, ids)
     assert warnings == []
     result = evaluate(kb, questions)
-    rates = next(r for r in result.rates if r.threshold == kb.confidence)
+    rates = result.in_use
     return {
         "covered": result.covered,
         "uncovered": result.uncovered,
