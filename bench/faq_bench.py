@@ -28,9 +28,9 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chat_bench import find_model  # noqa: E402
-from chatbot.engine import GenerationOptions  # noqa: E402
-from chatbot.faq import KnowledgeBase  # noqa: E402
-from chatbot.faq_eval import HANDOFF, LabelledQuestion, evaluate, load_questions  # noqa: E402
+from chatbot.engines.base import GenerationOptions  # noqa: E402
+from chatbot.faq.knowledge_base import KnowledgeBase  # noqa: E402
+from chatbot.faq.evaluation import HANDOFF, LabelledQuestion, evaluate, load_questions  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
@@ -137,9 +137,9 @@ def cited_entry(answer: str, sources: tuple[str, ...], kb: KnowledgeBase):
 def bench_answers(
     kb: KnowledgeBase, questions: list[LabelledQuestion], count: int, model: Path | None
 ) -> None:
-    from chatbot.llama_engine import LlamaEngine
-    from chatbot.session import Session, TurnResult
-    from chatbot.store import Store
+    from chatbot.engines.llama import LlamaEngine
+    from chatbot.conversation.session import Session, TurnResult
+    from chatbot.store.store import Store
 
     path = find_model(model)
     covered = [q for q in questions if q.expected != HANDOFF]

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import llama_cpp
 
-from chatbot.offload_settings import resolve_offload
+from chatbot.engines.offload import resolve_offload
 
 lines = []
 

@@ -10,7 +10,7 @@ ratio to the unpruned F16. Then the issue's targets, each with its measured figu
 
 Run: `.venv/bin/python bench/prune_bench.py [--prune-layers N] [--prune-ffn R] [--heal-steps N]
 [--calibration FILE ...]`. The pruned model's FFN is refit by least squares before healing
-(converter.refit); calibration defaults to every text file in data/calibration.
+(converter.optimize.refit); calibration defaults to every text file in data/calibration.
 """
 
 import argparse
@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gguf  # noqa: E402
 
 from converter import evaluate  # noqa: E402
-from converter.convert import ConvertOptions, convert  # noqa: E402
+from converter.pipeline import ConvertOptions, convert  # noqa: E402
 from converter.default_model import ensure_default_checkpoint  # noqa: E402
 
 

@@ -1,19 +1,15 @@
 """Where the chatbot keeps its database; overridable for tests and scripts."""
 
-import os
 from pathlib import Path
 
-import platformdirs
-
-from converter.paths import APP_NAME  # one name for the data and the model cache folders
+from converter.paths import user_dir
 
 DATA_ENV = "CHATBOT_DATA_DIR"
 
 
 def data_dir() -> Path:
     """The data folder: $CHATBOT_DATA_DIR, else the user data folder."""
-    override = os.environ.get(DATA_ENV)
-    return Path(override) if override else Path(platformdirs.user_data_dir(APP_NAME))
+    return user_dir("data", DATA_ENV)
 
 
 def default_db_path() -> Path:

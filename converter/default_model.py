@@ -51,8 +51,8 @@ def ensure_default_gguf(quant: str = DEFAULT_QUANT) -> Path:
     with _lock(path):
         if path.is_file():
             return path
-        # Imported here: converter.convert loads torch, which a warm cache never needs.
-        from converter.convert import ConvertOptions, convert
+        # Imported here: converter.pipeline loads torch, which a warm cache never needs.
+        from converter.pipeline import ConvertOptions, convert
 
         _say(f"converting {checkpoint.name} to {quant} GGUF: {path}")
         convert(checkpoint, path, ConvertOptions(quant=quant, show_progress=sys.stderr.isatty()))

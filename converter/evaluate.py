@@ -18,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from converter.errors import ConverterError
+from converter.paths import PROJECT_DATA
 
 DEFAULT_CTX = 512
-DEFAULT_EVAL_TEXT = Path(__file__).resolve().parent.parent / "data" / "eval" / "heldout.txt"
+DEFAULT_EVAL_TEXT = PROJECT_DATA / "eval" / "heldout.txt"
 
 LogitsFn = Callable[[Sequence[int]], np.ndarray]
 log = logging.getLogger(__name__)

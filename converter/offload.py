@@ -14,7 +14,7 @@ from pathlib import Path
 import gguf
 
 # The chatbot reads the plan: its module owns the key names (light, no llama.cpp at import).
-from chatbot.offload_settings import (
+from chatbot.engines.offload import (
     KEY_FLASH_ATTN,
     KEY_GPU_MEMORY,
     KEY_N_CTX,

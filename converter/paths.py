@@ -1,7 +1,9 @@
-"""Where the converter keeps models it builds; light enough for the chatbot to import."""
+"""Where the project keeps its files: one rule (environment variable, else the platform's user
+folder) for the model cache, the chatbot's data and its config; light enough for the chatbot."""
 
 import os
 from pathlib import Path
+from typing import Literal
 
 import platformdirs
 
@@ -10,12 +12,25 @@ CACHE_ENV = "CHATBOT_CACHE_DIR"
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_HUB_ID = "HuggingFaceTB/SmolLM2-135M-Instruct"
 DEFAULT_QUANT = "Q4_K_M"
+# The repository's data/ folder (calibration text, held-out text, sample FAQs).
+PROJECT_DATA = Path(__file__).resolve().parent.parent / "data"
+
+_PLATFORM_DIRS = {
+    "cache": platformdirs.user_cache_dir,
+    "data": platformdirs.user_data_dir,
+    "config": platformdirs.user_config_dir,
+}
+
+
+def user_dir(kind: Literal["cache", "data", "config"], env: str) -> Path:
+    """The folder named by the environment variable `env`, else the platform's user folder."""
+    override = os.environ.get(env)
+    return Path(override) if override else Path(_PLATFORM_DIRS[kind](APP_NAME))
 
 
 def cache_dir() -> Path:
     """The model cache: $CHATBOT_CACHE_DIR, else the user cache folder."""
-    override = os.environ.get(CACHE_ENV)
-    return Path(override) if override else Path(platformdirs.user_cache_dir(APP_NAME))
+    return user_dir("cache", CACHE_ENV)
 
 
 def default_checkpoint_dir() -> Path:

@@ -1,7 +1,7 @@
 """A llama model pruned to different widths per block, written as llama.cpp's `deci`.
 
 Plain `llama` reads the FFN width and head counts from block 0 only; `deci` takes them as
-arrays of block_count entries. converter.prune marks such a model with the HF class name
+arrays of block_count entries. converter.optimize.prune marks such a model with the HF class name
 below and lists the widths in `layer_intermediate_sizes`, `layer_num_attention_heads` and
 `layer_num_key_value_heads`. The head size is written explicitly, since llama.cpp would
 otherwise derive it from block 0's head count.

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.store import Store
+from chatbot.store.store import Store
 from tests.chatbot.tiny_gguf import build_tiny_chat_gguf
 
 

@@ -3,11 +3,11 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from chatbot.app import ChatApp
-from chatbot.store import Store
-from chatbot.widgets.conversation_list import ConversationItem
-from chatbot.widgets.input_box import InputBox
-from chatbot.widgets.message_view import MessageBubble
+from chatbot.tui.app import ChatApp
+from chatbot.store.store import Store
+from chatbot.tui.widgets.conversation_list import ConversationItem
+from chatbot.tui.widgets.input_box import InputBox
+from chatbot.tui.widgets.message_view import MessageBubble
 
 TIMEOUT_S = 120.0
 

@@ -11,18 +11,18 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.app import ChatApp
-from chatbot.engine import GenerationOptions
-from chatbot.faq import KnowledgeBase
-from chatbot.llama_engine import LlamaEngine
-from chatbot.screens.confirm import ConfirmScreen
-from chatbot.screens.export import ExportScreen
-from chatbot.screens.help import HelpScreen
-from chatbot.screens.rename import RenameScreen
-from chatbot.store import Store
-from chatbot.widgets.input_box import InputBox
-from chatbot.widgets.message_view import HANDOFF_LABEL, MessageBubble
-from chatbot.widgets.status_line import StatusLine
+from chatbot.tui.app import ChatApp
+from chatbot.engines.base import GenerationOptions
+from chatbot.faq.knowledge_base import KnowledgeBase
+from chatbot.engines.llama import LlamaEngine
+from chatbot.tui.screens.confirm import ConfirmScreen
+from chatbot.tui.screens.export import ExportScreen
+from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.screens.rename import RenameScreen
+from chatbot.store.store import Store
+from chatbot.tui.widgets.input_box import InputBox
+from chatbot.tui.widgets.message_view import HANDOFF_LABEL, MessageBubble
+from chatbot.tui.widgets.status_line import StatusLine
 from tests.chatbot.pilot import (
     TIMEOUT_S,
     bubbles,

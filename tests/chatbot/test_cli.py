@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from chatbot.store import Store
+from chatbot.store.store import Store
 
 
 def chatbot(*args, timeout=120, env=None):
@@ -176,7 +176,7 @@ def test_two_ask_processes_on_one_database_lose_nothing(tiny_gguf, db):
 NO_TORCH = textwrap.dedent(
     """
     import json, sys
-    from chatbot.cli import main
+    from chatbot.cli.commands import main
     rc = main(sys.argv[1:])
     heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "transformers"))
     print(json.dumps({"rc": rc, "heavy": heavy}), file=sys.stderr)

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.cli import main
-from chatbot.cli_args import build_parser
-from chatbot.config import config_path, load_config
+from chatbot.cli.commands import main
+from chatbot.cli.options import build_parser
+from chatbot.cli.config import config_path, load_config
 
 
 def parse(argv: list[str]):

@@ -7,9 +7,9 @@ import textwrap
 
 import pytest
 
-from chatbot.engine import GenerationOptions, GenerationStats, TextChunk
+from chatbot.engines.base import GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import EngineError, ModelLoadError
-from chatbot.llama_engine import LlamaEngine, quantization_name
+from chatbot.engines.llama import LlamaEngine, quantization_name
 
 GREEDY = GenerationOptions(max_tokens=8, temperature=0.0)
 
@@ -146,8 +146,8 @@ def test_reply_is_cut_at_the_end_of_the_context(tiny_gguf):
 QUIET = textwrap.dedent(
     """
     import sys
-    from chatbot.engine import GenerationOptions
-    from chatbot.llama_engine import LlamaEngine
+    from chatbot.engines.base import GenerationOptions
+    from chatbot.engines.llama import LlamaEngine
     e = LlamaEngine(sys.argv[1], n_ctx=128, n_threads=1)
     list(e.stream([{"role": "user", "content": "hi"}], GenerationOptions(max_tokens=4)))
     e.close()

@@ -7,7 +7,7 @@ import llama_cpp
 import pytest
 
 from chatbot.errors import ModelLoadError
-from chatbot.offload_settings import read_header_values, read_plan, resolve_offload
+from chatbot.engines.offload import read_header_values, read_plan, resolve_offload
 from converter.offload import parse_size, plan_file, write_plan_metadata
 from tests.tiny_gguf import write_tiny_gguf
 
@@ -94,7 +94,7 @@ def test_unreadable_file_leaves_the_error_to_the_loader(tmp_path):
 
 
 def test_chatbot_flags_parse():
-    from chatbot.cli import build_parser
+    from chatbot.cli.commands import build_parser
 
     args = build_parser().parse_args(["ask", "hi", "--gpu-layers", "3", "--no-flash-attn"])
     assert (args.gpu_layers, args.flash_attn) == (3, False)
@@ -104,7 +104,7 @@ def test_chatbot_flags_parse():
 
 @pytest.mark.slow
 def test_embedded_engine_reports_the_settings_in_effect(smollm2_gguf, tmp_path):
-    from chatbot.llama_engine import LlamaEngine
+    from chatbot.engines.llama import LlamaEngine
 
     path = tmp_path / "planned.gguf"
     source = smollm2_gguf("Q4_K_M")

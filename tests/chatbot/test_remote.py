@@ -21,11 +21,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from chatbot.engine import GenerationOptions, GenerationStats, TextChunk
+from chatbot.engines.base import GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import EngineError
-from chatbot.remote_engine import RemoteEngine
-from chatbot.session import Session
-from chatbot.store import Store
+from chatbot.engines.remote import RemoteEngine
+from chatbot.conversation.session import Session
+from chatbot.store.store import Store
 
 QUESTION = "What is the capital of France?"
 THREADS = 2  # the same for the server and the embedded engine, so the arithmetic is the same

@@ -1,6 +1,6 @@
 """The repetition guard: a reply that repeats itself is stopped and kept up to the repeat."""
 
-from chatbot.repetition import MIN_REPEAT_CHARS, RepetitionGuard
+from chatbot.conversation.repetition import MIN_REPEAT_CHARS, RepetitionGuard
 
 SENTENCE = "If you have a return policy, you can return items within 30 days of delivery. "
 

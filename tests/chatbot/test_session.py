@@ -5,15 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.engine import GenerationOptions, TextChunk
+from chatbot.engines.base import GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
-from chatbot.export import export_conversation
-from chatbot.faq import DEFAULT_REQUESTED_REPLY, KnowledgeBase
-from chatbot.faq_facts import unsupported_facts
-from chatbot.llama_engine import LlamaEngine
-from chatbot.repetition import RepetitionGuard
-from chatbot.session import Notice, Session, TurnResult, clean_text, title_from
-from chatbot.small_talk import GREETING_REPLY, THANKS_REPLY
+from chatbot.conversation.export import export_conversation
+from chatbot.faq.knowledge_base import DEFAULT_REQUESTED_REPLY, KnowledgeBase
+from chatbot.faq.facts import unsupported_facts
+from chatbot.engines.llama import LlamaEngine
+from chatbot.conversation.repetition import RepetitionGuard
+from chatbot.conversation.session import Notice, Session, TurnResult, clean_text, title_from
+from chatbot.faq.small_talk import GREETING_REPLY, THANKS_REPLY
 
 OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
 

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 
 import pytest
 
-from chatbot import store as store_module
+from chatbot.store.store import store as store_module
 from chatbot.errors import StoreError
-from chatbot.stats import percentile
-from chatbot.store import Store, TurnRecord, fts_query
+from chatbot.store.stats import percentile
+from chatbot.store.store import Store, TurnRecord, fts_query
 
 
 def turn(conversation_id, ttft, tps, tokens=10, cpu=0.5, model="m.gguf"):
@@ -223,7 +223,7 @@ def test_threads_sharing_one_store_lose_nothing(store):
 WRITER = textwrap.dedent(
     """
     import sys
-    from chatbot.store import Store
+    from chatbot.store.store import Store
     s = Store(sys.argv[1])
     cid = s.new_conversation(sys.argv[2]).id
     for i in range(100):

@@ -199,7 +199,7 @@ def test_ctrl_c_that_a_library_turns_into_another_error_still_exits_130(monkeypa
     """torch can turn the KeyboardInterrupt raised inside it into its own error ("could not
     determine the shape of object type"), which the reader reports as a tensor it could not
     read: the converter still exits 130, as for any Ctrl-C."""
-    from converter import cli
+    from converter.cli.commands import commands as cli
     from converter.errors import ConverterError
 
     def interrupted_read(_args):

@@ -11,7 +11,7 @@ from safetensors.torch import load_file, save_file
 
 from converter.architectures import architecture_for, supported
 from converter.checkpoint import Checkpoint
-from converter.convert import ConvertOptions, convert, convert_checkpoint
+from converter.pipeline import ConvertOptions, convert, convert_checkpoint
 from converter.errors import SourceError
 from tests.tiny_models import tiny_model
 

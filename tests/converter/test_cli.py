@@ -9,7 +9,7 @@ from pathlib import Path
 import gguf
 import pytest
 
-from converter.cli import SUBCOMMANDS, build_parser
+from converter.cli.commands import SUBCOMMANDS, build_parser
 from converter.quantize import ALL_TYPES
 from tests.tiny_models import tiny_model
 

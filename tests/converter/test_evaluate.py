@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from converter.convert import ConvertOptions, convert
+from converter.pipeline import ConvertOptions, convert
 from converter.errors import ConverterError
 from converter.evaluate import (
     DEFAULT_EVAL_TEXT,

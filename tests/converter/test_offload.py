@@ -18,8 +18,8 @@ import gguf
 import numpy as np
 import pytest
 
-from chatbot.offload_settings import read_header_values, read_plan
-from converter import cli
+from chatbot.engines.offload import read_header_values, read_plan
+from converter.cli.commands import commands as cli
 from converter.errors import ConverterError
 from converter.offload import (
     ModelFigures,

@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.calibrate import DEFAULT_CALIBRATION_FILE, calibrate, token_windows
-from converter.convert import ConvertOptions, convert_checkpoint
+from converter.optimize.calibrate import DEFAULT_CALIBRATION_FILE, calibrate, token_windows
+from converter.pipeline import ConvertOptions, convert_checkpoint
 from converter.info import read_summary
 from converter.paths import cache_dir
-from converter.prune import apply_plan, make_plan, pruned_checkpoint
-from converter.refit import input_grams, refit_columns, refit_plan
+from converter.optimize.prune import apply_plan, make_plan, pruned_checkpoint
+from converter.optimize.refit import input_grams, refit_columns, refit_plan
 from tests.tiny_tokenizers import build_spm_tokenizer
 
 F32_BOUND = 1e-3
@@ -58,7 +58,7 @@ def calibrated(tiny_llama):
     from transformers import AutoTokenizer
 
     from converter.checkpoint import Checkpoint
-    from converter.optimize import load_torch_model
+    from converter.optimize.run import load_torch_model
 
     checkpoint = Checkpoint.open(tiny_llama)
     model, _ = load_torch_model(checkpoint, "cpu")
@@ -70,7 +70,7 @@ def calibrated(tiny_llama):
 @pytest.fixture(scope="session")
 def pruned(calibrated, tmp_path_factory):
     """plan name -> (pruned torch model, its plan, F32 GGUF path)."""
-    from converter.optimize import load_torch_model
+    from converter.optimize.run import load_torch_model
 
     checkpoint, windows, stats = calibrated
     folder = tmp_path_factory.mktemp("pruned")
@@ -137,7 +137,7 @@ def test_refit_lowers_ffn_output_error_on_unseen_text(calibrated):
     kept columns, on calibration windows the fit did not see."""
     import torch
 
-    from converter.optimize import load_torch_model
+    from converter.optimize.run import load_torch_model
 
     checkpoint, windows, stats = calibrated
     assert len(windows) >= 6

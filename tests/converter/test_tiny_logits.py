@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.convert import ConvertOptions, convert
+from converter.pipeline import ConvertOptions, convert
 from converter.info import read_summary, tensor_types_by_name
 from tests.tiny_models import MODELS, tiny_model
 

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.faq import KnowledgeBase
+from chatbot.faq.knowledge_base import KnowledgeBase
 from tests.faq import helpdesk
 
 REPO = Path(__file__).resolve().parents[2]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.faq import DEFAULT_HANDOFF_REPLY
+from chatbot.faq.knowledge_base import DEFAULT_HANDOFF_REPLY
 from tests.faq.conftest import STORE_FAQ
 
 

@@ -6,7 +6,7 @@ import shutil
 import pytest
 from tokenizers import Tokenizer
 
-from chatbot.faq_embed import _extracted, model_zip
+from chatbot.faq.embed import _extracted, model_zip
 from converter.encoder_gguf import write_encoder_gguf
 from converter.errors import ConverterError
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatbot.faq_facts import facts, unsupported_facts
+from chatbot.faq.facts import facts, unsupported_facts
 
 ARTICLE = (
     "We process the refund within 3 business days after the warehouse receives your return; "

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from chatbot.cli import main
+from chatbot.cli.commands import main
 from chatbot.errors import KnowledgeBaseError
-from chatbot.faq import KnowledgeBase
-from chatbot.faq_eval import HANDOFF, LabelledQuestion, evaluate, load_questions
+from chatbot.faq.knowledge_base import KnowledgeBase
+from chatbot.faq.evaluation import HANDOFF, LabelledQuestion, evaluate, load_questions
 
 GYM = [
     {"id": "hours", "question": "When is the gym open?", "answer": "6 am to 10 pm daily."},

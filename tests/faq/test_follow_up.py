@@ -2,7 +2,7 @@
 
 import pytest
 
-from chatbot.follow_up import looks_like_follow_up
+from chatbot.faq.follow_up import looks_like_follow_up
 
 
 @pytest.mark.parametrize(

@@ -8,9 +8,9 @@ import sys
 import numpy as np
 import pytest
 
-from chatbot.faq import KnowledgeBase
-from chatbot.faq_embed import model_zip
-from chatbot.faq_index import (
+from chatbot.faq.knowledge_base import KnowledgeBase
+from chatbot.faq.embed import model_zip
+from chatbot.faq.index import (
     ANSWER_SENTENCE_CREDIT,
     SEMANTIC_SHARE,
     answer_sentences,
@@ -93,7 +93,7 @@ def test_encoder_matches_the_reference_bert(tmp_path, store_kb):
 
 def test_faq_modules_import_neither_torch_nor_transformers():
     code = (
-        "import sys; from chatbot.faq import KnowledgeBase; "
+        "import sys; from chatbot.faq.knowledge_base import KnowledgeBase; "
         "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": os.getcwd()}

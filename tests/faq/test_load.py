@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 from chatbot.errors import KnowledgeBaseError
-from chatbot.faq_load import load_knowledge_base
+from chatbot.faq.load import load_knowledge_base
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from chatbot.person_request import asks_for_a_person
+from chatbot.faq.person_request import asks_for_a_person
 from tests.faq.conftest import HELPDESK_EVAL, STORE_EVAL
 
 

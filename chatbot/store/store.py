@@ -1,0 +1,391 @@
+"""Conversations, messages and the per-turn latency log in SQLite; every SQL statement lives here.
+
+WAL with synchronous=NORMAL keeps a commit to tens of microseconds (no fsync per commit) and
+lets readers run while another process writes; a busy timeout makes a second writer wait
+instead of failing at once. The schema grows through named migrations (sqlite-utils'
+`Migrations`), each applied once, in order, in its own transaction.
+"""
+
+import json
+import re
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+from chatbot.errors import StoreError
+from chatbot.paths import default_db_path
+from chatbot.store.stats import ModelStats, model_stats
+
+DEFAULT_TITLE = "New conversation"
+BUSY_TIMEOUT_S = 5.0
+
+migrations = Migrations("chatbot")
+
+
+@migrations(name="0001_initial")
+def _initial(db: Database) -> None:
+    """Conversations, messages (with full-text search) and the turns latency log."""
+    db.execute("""
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            system_prompt TEXT,
+            model TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            prompt_content TEXT,
+            created_at TEXT NOT NULL,
+            stopped INTEGER NOT NULL DEFAULT 0,
+            sources TEXT NOT NULL DEFAULT '[]',
+            handoff INTEGER NOT NULL DEFAULT 0
+        )""")
+    db.execute("CREATE INDEX messages_conversation ON messages(conversation_id, id)")
+    db.execute("""
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            message_id INTEGER REFERENCES messages(id),
+            prompt_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            ttft_ms REAL NOT NULL,
+            decode_tps REAL NOT NULL,
+            total_ms REAL NOT NULL,
+            cpu_seconds REAL NOT NULL,
+            model_file TEXT NOT NULL,
+            quantization TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            stop_reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX turns_model ON turns(model_file)")
+    db["messages"].enable_fts(["content"], create_triggers=True)
+
+
+@migrations(name="0002_unsupported_facts")
+def _unsupported_facts(db: Database) -> None:
+    """The facts a grounded reply states that its FAQ article does not (chatbot.faq.facts)."""
+    db.execute("ALTER TABLE messages ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    created_at: str
+    updated_at: str
+    system_prompt: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str  # "user" | "assistant"
+    content: str  # what the user typed / the reply exactly as generated
+    created_at: str
+    stopped: bool = False
+    sources: tuple[str, ...] = ()  # FAQ entry ids the reply was grounded on
+    handoff: bool = False
+    prompt_content: str | None = None  # what the model saw instead, when it differs
+    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One row of the latency log, as the session measured it."""
+
+    conversation_id: int
+    message_id: int | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    decode_tps: float
+    total_ms: float
+    cpu_seconds: float
+    model_file: str
+    quantization: str
+    threads: int
+    stop_reason: str
+    created_at: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A question the FAQ bot handed to a person."""
+
+    conversation_id: int
+    message_id: int
+    question: str
+    created_at: str
+
+
+def now() -> str:
+    """UTC timestamp, sortable as text."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+def fts_query(text: str) -> str | None:
+    """User text as an FTS5 prefix query over its words; FTS syntax can never leak through."""
+    words = re.findall(r"\w+", text)
+    return " ".join(f'"{w}"*' for w in words) or None
+
+
+def _like_pattern(text: str) -> str:
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class Store:
+    """The chat database. Thread-safe: the app's UI and worker threads share one Store."""
+
+    def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S):
+        self.path = Path(path) if path is not None and str(path) != ":memory:" else path
+        self.busy_timeout_s = busy_timeout_s
+        self._lock = threading.RLock()
+        if path is None:
+            self.path = default_db_path()
+        if isinstance(self.path, Path):
+            if self.path.is_dir():
+                raise StoreError(f"{self.path} is a folder; give --db a file path")
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+        try:
+            conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open database {self.path}: {exc}") from exc
+        self.db = Database(conn)
+        with self._guard("open"):
+            self.db.execute("PRAGMA foreign_keys=ON")
+            if isinstance(self.path, Path):
+                self.db.enable_wal()
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Apply pending migrations; BEGIN IMMEDIATE so two processes opening a new file agree.
+
+        An up-to-date database is only read, so opening it never waits for another writer.
+        """
+        if not migrations.pending(self.db):
+            return
+        with self._write("update the database schema"):
+            migrations.apply(self.db)
+
+    @contextmanager
+    def _guard(self, action: str) -> Iterator[None]:
+        """Serialize threads and turn SQLite errors into a StoreError the user can act on."""
+        with self._lock:
+            try:
+                yield
+            except sqlite3.OperationalError as exc:
+                if "locked" in str(exc) or "busy" in str(exc):
+                    raise StoreError(
+                        f"database {self.path} is locked by another process (waited "
+                        f"{self.busy_timeout_s:g} s to {action}); close the other chatbot "
+                        "or use --db with another file"
+                    ) from exc
+                raise StoreError(f"cannot {action} in database {self.path}: {exc}") from exc
+            except sqlite3.DatabaseError as exc:
+                raise StoreError(
+                    f"cannot {action} in {self.path}: {exc} (is it a chatbot database?)"
+                ) from exc
+
+    @contextmanager
+    def _write(self, action: str) -> Iterator[None]:
+        """One write transaction. BEGIN IMMEDIATE takes the write lock up front (waiting up to
+        the busy timeout): a deferred transaction that reads first cannot wait for the lock
+        and fails at once when another process wrote meanwhile."""
+        with self._guard(action):
+            self.db.execute("BEGIN IMMEDIATE")
+            try:
+                yield
+            except BaseException:
+                self.db.rollback()
+                raise
+            self.db.commit()
+
+    def close(self) -> None:
+        with self._lock:
+            self.db.close()
+
+    def applied_migrations(self) -> list[str]:
+        """Names of the applied migrations, in order."""
+        with self._guard("read migrations"):
+            return [m.name for m in migrations.applied(self.db)]
+
+    # Conversations
+
+    def new_conversation(
+        self,
+        title: str = DEFAULT_TITLE,
+        *,
+        system_prompt: str | None = None,
+        model: str | None = None,
+    ) -> Conversation:
+        stamp = now()
+        row = {
+            "title": title,
+            "created_at": stamp,
+            "updated_at": stamp,
+            "system_prompt": system_prompt,
+            "model": model,
+        }
+        with self._write("create a conversation"):
+            cid = self.db["conversations"].insert(row).last_pk
+        return Conversation(id=cid, **row)
+
+    def get_conversation(self, conversation_id: int) -> Conversation:
+        with self._guard("read a conversation"):
+            rows = list(self.db["conversations"].rows_where("id = ?", [conversation_id]))
+        if not rows:
+            raise StoreError(f"no conversation {conversation_id}; `chatbot history` lists the ids")
+        return Conversation(**rows[0])
+
+    def list_conversations(self, search: str | None = None) -> list[Conversation]:
+        """Newest first; with `search`, those whose title or any message contains the words."""
+        sql = "SELECT * FROM conversations"
+        params: dict[str, str] = {}
+        if search and search.strip():
+            params["like"] = _like_pattern(search.strip())
+            sql += " WHERE title LIKE :like ESCAPE '\\'"
+            query = fts_query(search)
+            if query:
+                params["fts"] = query
+                sql += """ OR id IN (
+                    SELECT m.conversation_id FROM messages m
+                    JOIN messages_fts f ON f.rowid = m.id
+                    WHERE messages_fts MATCH :fts)"""
+        sql += " ORDER BY updated_at DESC, id DESC"
+        with self._guard("list conversations"):
+            return [Conversation(**row) for row in self.db.query(sql, params)]
+
+    def rename_conversation(self, conversation_id: int, title: str) -> Conversation:
+        title = title.strip()
+        if not title:
+            raise StoreError("a conversation title cannot be empty")
+        self.get_conversation(conversation_id)
+        with self._write("rename a conversation"):
+            self.db["conversations"].update(conversation_id, {"title": title})
+        return self.get_conversation(conversation_id)
+
+    def delete_conversation(self, conversation_id: int) -> None:
+        """Delete a conversation with its messages and turns."""
+        self.get_conversation(conversation_id)
+        with self._write("delete a conversation"):
+            for table in ("turns", "messages"):
+                self.db.execute(f"DELETE FROM {table} WHERE conversation_id = ?", [conversation_id])
+            self.db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
+
+    # Messages
+
+    def messages(self, conversation_id: int) -> list[Message]:
+        with self._guard("read messages"):
+            rows = self.db["messages"].rows_where(
+                "conversation_id = ?", [conversation_id], order_by="id"
+            )
+            return [_message(row) for row in rows]
+
+    def add_message(
+        self,
+        conversation_id: int,
+        role: str,
+        content: str,
+        *,
+        stopped: bool = False,
+        sources: tuple[str, ...] | list[str] = (),
+        handoff: bool = False,
+        prompt_content: str | None = None,
+        unsupported: tuple[str, ...] | list[str] = (),
+    ) -> Message:
+        """Save one message and touch the conversation, in one transaction."""
+        stamp = now()
+        row = {
+            "conversation_id": conversation_id,
+            "role": role,
+            "content": content,
+            "prompt_content": prompt_content,
+            "created_at": stamp,
+            "stopped": int(stopped),
+            "sources": json.dumps(list(sources)),
+            "handoff": int(handoff),
+            "unsupported": json.dumps(list(unsupported)),
+        }
+        with self._write("save a message"):
+            mid = self.db["messages"].insert(row).last_pk
+            self.db.execute(
+                "UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id]
+            )
+        return _message({**row, "id": mid})
+
+    # Latency log
+
+    def add_turn(self, turn: TurnRecord) -> int:
+        row = {k: v for k, v in turn.__dict__.items() if k != "id"}
+        row["created_at"] = turn.created_at or now()
+        with self._write("log a turn"):
+            return self.db["turns"].insert(row).last_pk
+
+    def turns(self, conversation_id: int | None = None) -> list[TurnRecord]:
+        where, args = ("conversation_id = ?", [conversation_id]) if conversation_id else (None, [])
+        with self._guard("read turns"):
+            rows = self.db["turns"].rows_where(where, args, order_by="id")
+            return [TurnRecord(**row) for row in rows]
+
+    def stats(self) -> list[ModelStats]:
+        """Per model file: turn count, p50/p95 of TTFT and tokens/s, CPU s per 1,000 tokens."""
+        return model_stats(self.turns())
+
+    def handoffs(self) -> list[Handoff]:
+        """Hand-off replies with the question that caused each, newest first."""
+        sql = """
+            SELECT a.conversation_id, a.id AS message_id, a.created_at,
+                   (SELECT u.content FROM messages u
+                    WHERE u.conversation_id = a.conversation_id AND u.id < a.id
+                      AND u.role = 'user'
+                    ORDER BY u.id DESC LIMIT 1) AS question
+            FROM messages a WHERE a.handoff = 1 ORDER BY a.id DESC"""
+        with self._guard("read hand-offs"):
+            return [
+                Handoff(
+                    conversation_id=row["conversation_id"],
+                    message_id=row["message_id"],
+                    question=row["question"] or "",
+                    created_at=row["created_at"],
+                )
+                for row in self.db.query(sql)
+            ]
+
+
+def _message(row: dict) -> Message:
+    return Message(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        role=row["role"],
+        content=row["content"],
+        created_at=row["created_at"],
+        stopped=bool(row["stopped"]),
+        sources=tuple(json.loads(row["sources"] or "[]")),
+        handoff=bool(row["handoff"]),
+        prompt_content=row["prompt_content"],
+        unsupported=tuple(json.loads(row["unsupported"] or "[]")),
+    )

@@ -1,0 +1,1 @@
+"""The Textual app: the App, its stylesheet, widgets and modal screens."""

@@ -1,0 +1,83 @@
+"""The sidebar: a search box over titles and message text, and the conversations, newest first."""
+
+from dataclasses import dataclass
+
+from textual import on
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Input, Label, ListItem, ListView
+
+from chatbot.store.store import Conversation
+
+
+class ConversationItem(ListItem):
+    """One conversation in the list; keeps its id for the app."""
+
+    def __init__(self, conversation: Conversation) -> None:
+        super().__init__(Label(Content(conversation.title)))
+        self.conversation_id = conversation.id
+
+
+class ConversationList(Vertical):
+    """Posts `Chosen` when the user opens a conversation and `SearchChanged` as they search."""
+
+    BINDINGS = [
+        Binding("delete", "app.delete_conversation", "Delete", show=False),
+    ]
+
+    @dataclass
+    class Chosen(Message):
+        conversation_id: int
+
+    @dataclass
+    class SearchChanged(Message):
+        text: str
+
+    def compose(self):
+        yield Input(placeholder="Search conversations (Ctrl+F)", id="search")
+        yield ListView(id="conversations")
+
+    @property
+    def search_text(self) -> str:
+        return self.query_one("#search", Input).value
+
+    async def show(self, conversations: list[Conversation], selected: int | None) -> None:
+        """Replace the items; highlight the open conversation when it is listed."""
+        list_view = self.query_one("#conversations", ListView)
+        await list_view.clear()
+        await list_view.extend(ConversationItem(c) for c in conversations)
+        ids = [c.id for c in conversations]
+        list_view.index = ids.index(selected) if selected in ids else None
+
+    @on(ListView.Selected, "#conversations")
+    def _chosen(self, event: ListView.Selected) -> None:
+        event.stop()
+        if isinstance(event.item, ConversationItem):
+            self.post_message(self.Chosen(event.item.conversation_id))
+
+    @on(Input.Changed, "#search")
+    def _search(self, event: Input.Changed) -> None:
+        event.stop()
+        self.post_message(self.SearchChanged(event.value))
+
+    @on(Input.Submitted, "#search")
+    def _to_results(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.focus_list()
+
+    def focus_search(self) -> None:
+        self.query_one("#search", Input).focus()
+
+    def focus_list(self) -> None:
+        self.query_one("#conversations", ListView).focus()
+
+    @property
+    def highlighted_id(self) -> int | None:
+        """The conversation highlighted in the list while the list has focus, else None."""
+        list_view = self.query_one("#conversations", ListView)
+        item = list_view.highlighted_child
+        if list_view.has_focus and isinstance(item, ConversationItem):
+            return item.conversation_id
+        return None

@@ -1,0 +1,191 @@
+"""The conversation: one bubble per message, Markdown rendered while the reply streams in.
+
+The reply worker posts `ReplyChunk`s and one `ReplyEnded` to the streaming bubble (in order,
+from its thread); the bubble feeds a `MarkdownStream`, which batches updates instead of
+re-rendering the whole reply per token, and the scroll view stays anchored to the bottom.
+"""
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from textual.containers import Vertical, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.widgets import Label, Markdown, Static
+from textual.widgets.markdown import MarkdownStream
+
+from chatbot.conversation.session import TurnResult
+from chatbot.store.store import Message as StoredMessage
+
+HANDOFF_LABEL = "Handed off to a human agent"
+ROLE_TITLES = {"user": "You", "assistant": "Assistant"}
+
+
+@dataclass
+class ReplyChunk(Message, bubble=False):
+    """A piece of the reply, posted from the reply worker's thread."""
+
+    text: str
+
+
+@dataclass
+class ReplyNotice(Message):
+    """Something the session wants the user to know (shown in the view and as a notification)."""
+
+    text: str
+    level: str = "info"
+
+
+@dataclass
+class ReplyEnded(Message):
+    """The reply is over: `result` when the session saved it, else `error` says why not.
+
+    Handled first by the streaming bubble (to close its stream), then bubbles to the app.
+    """
+
+    result: TurnResult | None
+    error: str | None = None
+    text: str = ""  # what the user sent, for the app to put back when it was not saved
+    user_saved: bool = True
+
+
+def cited_entries(sources: Iterable[str], knowledge_base: Any) -> Content:
+    """The FAQ entries a reply was grounded on: id and question (ids alone without the FAQ)."""
+    lines = []
+    for faq_id in sources:
+        entry = knowledge_base.entry(faq_id) if knowledge_base is not None else None
+        lines.append(f"  [{faq_id}] {entry.question}" if entry else f"  [{faq_id}]")
+    return Content("Sources:\n" + "\n".join(lines)) if lines else Content("")
+
+
+def fact_warning(unsupported: Iterable[str], sources: list[str], knowledge_base: Any) -> Content:
+    """Facts the reply made up, and the cited article's own words to trust instead."""
+    unsupported = list(unsupported)
+    if not unsupported:
+        return Content("")
+    cited = [knowledge_base.entry(faq_id) for faq_id in sources] if knowledge_base else []
+    article = " ".join(f'"{entry.answer}"' for entry in cited if entry is not None)
+    says = f" The article says: {article}" if article else ""
+    return Content(
+        f"⚠ Not in the article: {', '.join(unsupported)}. Check before relying on it.{says}"
+    )
+
+
+class MessageBubble(Vertical):
+    """One message: who said it, the Markdown body, and a footer (sources, stopped, status)."""
+
+    def __init__(self, role: str, content: str = "", *, knowledge_base: Any = None) -> None:
+        super().__init__(classes=f"bubble {role}")
+        self.role = role
+        self._initial = content
+        self._knowledge_base = knowledge_base
+        self._stream: MarkdownStream | None = None
+
+    def compose(self):
+        yield Label(ROLE_TITLES.get(self.role, self.role), classes="role")
+        yield Markdown(self._initial, classes="body")
+        yield Static("", classes="footer")
+
+    @property
+    def markdown(self) -> Markdown:
+        return self.query_one(".body", Markdown)
+
+    @property
+    def text(self) -> str:
+        """The Markdown source shown so far."""
+        return self.markdown.source
+
+    def show_outcome(
+        self,
+        *,
+        stopped: bool,
+        sources: Iterable[str],
+        handoff: bool,
+        unsupported: Iterable[str] = (),
+    ) -> None:
+        """Mark the bubble as stopped / handed off; list the cited FAQ entries and made-up facts."""
+        sources = list(sources)
+        self.set_class(stopped, "stopped")
+        self.set_class(handoff, "handoff")
+        role = self.query_one(".role", Label)
+        if handoff:
+            role.update(Content(f"Assistant · {HANDOFF_LABEL}"))
+        parts = [cited_entries(sources, self._knowledge_base)] if not handoff else []
+        warning = fact_warning(unsupported, sources, self._knowledge_base)
+        parts.append(warning)
+        self.set_class(bool(warning), "unsupported")
+        if stopped:
+            parts.append(Content("■ Stopped before the end: this is the partial reply"))
+        footer = Content("\n").join(part for part in parts if part)
+        self.query_one(".footer", Static).update(footer)
+        self.set_class(bool(footer), "has-footer")
+
+    def start_stream(self) -> None:
+        """Get ready for ReplyChunks; call once the bubble is mounted."""
+        self.add_class("streaming")
+        self.query_one(".footer", Static).update(Content("writing… (Esc stops)"))
+        self.add_class("has-footer")
+        self._stream = Markdown.get_stream(self.markdown)
+
+    async def on_reply_chunk(self, message: ReplyChunk) -> None:
+        if self._stream is not None:
+            await self._stream.write(message.text)
+
+    async def on_reply_ended(self, message: ReplyEnded) -> None:
+        if self._stream is not None:
+            await self._stream.stop()
+            self._stream = None
+        self.remove_class("streaming")
+        done = message.result
+        if done is not None and done.answer != self.text:
+            await self.markdown.update(done.answer)  # a loop cut off: show what was kept
+        self.show_outcome(
+            stopped=bool(done and done.stopped),
+            sources=done.sources if done else (),
+            handoff=bool(done and done.handoff),
+            unsupported=done.unsupported if done else (),
+        )
+
+
+class MessageView(VerticalScroll, can_focus=True):
+    """The scrollable conversation, anchored to the bottom while a reply streams."""
+
+    def __init__(self, *, knowledge_base: Any = None, id: str | None = None) -> None:  # noqa: A002
+        super().__init__(id=id)
+        self.knowledge_base = knowledge_base
+
+    def bubble(self, role: str, content: str = "") -> MessageBubble:
+        return MessageBubble(role, content, knowledge_base=self.knowledge_base)
+
+    async def show_history(self, messages: list[StoredMessage]) -> None:
+        """Replace the view with a conversation's saved messages."""
+        await self.remove_children()
+        bubbles = [self.bubble(stored.role, stored.content) for stored in messages]
+        await self.mount_all(bubbles)
+        for bubble, stored in zip(bubbles, messages, strict=True):
+            if stored.role == "assistant":
+                bubble.show_outcome(
+                    stopped=stored.stopped,
+                    sources=stored.sources,
+                    handoff=stored.handoff,
+                    unsupported=stored.unsupported,
+                )
+        if not messages:
+            await self.mount(Static(Content("Start the conversation below."), classes="hint"))
+        self.anchor()
+
+    async def start_turn(self, user_text: str) -> MessageBubble:
+        """Show the user's message and an empty reply bubble ready to stream into."""
+        await self.query(".hint").remove()
+        reply = self.bubble("assistant")
+        await self.mount_all([self.bubble("user", user_text), reply])
+        reply.start_stream()
+        self.anchor()
+        return reply
+
+    async def on_reply_notice(self, message: ReplyNotice) -> None:
+        """Show the session's notice (e.g. history left out of the prompt) above the reply."""
+        notice = Static(Content(message.text), classes=f"notice {message.level}")
+        streaming = self.query(".streaming")
+        await self.mount(notice, before=streaming.last() if streaming else None)

@@ -1,0 +1,1 @@
+"""The `converter` command: argument parsing, and the one place errors become `error: ...`."""
