@@ -30,10 +30,18 @@ def _byte_tokens() -> list[str]:
     return [mapping[b] for b in range(256)]
 
 
-def build_tiny_chat_gguf(path: Path, seed: int = 0) -> Path:
-    """Write the model to `path` and return it."""
-    tokens = [*_byte_tokens(), "he", "<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    types = [1] * 257 + [3, 3, 3]
+def build_tiny_chat_gguf(
+    path: Path,
+    seed: int = 0,
+    *,
+    template: str = CHATML,
+    specials: tuple[str, ...] = ("<|endoftext|>", "<|im_start|>", "<|im_end|>"),
+    bos: str = "<|im_start|>",
+    eos: str = "<|im_end|>",
+) -> Path:
+    """Write the model to `path` and return it; `specials` become control tokens."""
+    tokens = [*_byte_tokens(), "he", *specials]
+    types = [1] * 257 + [3] * len(specials)
     writer = gguf.GGUFWriter(str(path), "llama")
     writer.add_name("tiny-chat")
     writer.add_context_length(4096)
@@ -51,10 +59,10 @@ def build_tiny_chat_gguf(path: Path, seed: int = 0) -> Path:
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     writer.add_token_merges(["h e"])
-    writer.add_bos_token_id(tokens.index("<|im_start|>"))
-    writer.add_eos_token_id(tokens.index("<|im_end|>"))
+    writer.add_bos_token_id(tokens.index(bos))
+    writer.add_eos_token_id(tokens.index(eos))
     writer.add_add_bos_token(False)
-    writer.add_chat_template(CHATML)
+    writer.add_chat_template(template)
     _add_tensors(writer, len(tokens), np.random.default_rng(seed))
     writer.write_header_to_file()
     writer.write_kv_data_to_file()
