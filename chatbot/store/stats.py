@@ -3,12 +3,11 @@
 Pure computation over `TurnRecord`s the store has read; the SQL stays in chatbot.store.store.
 """
 
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from chatbot.store.store import TurnRecord
+from chatbot.store.records import TurnRecord
 
 
 @dataclass(frozen=True)
@@ -23,6 +22,8 @@ class ModelStats:
     tps_p50: float
     tps_p95: float
     cpu_seconds_per_1k_tokens: float
+    # (thread count, turns) pairs, most turns first: the count is chosen per turn (adaptive).
+    threads: tuple[tuple[int, int], ...] = ()
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -36,7 +37,7 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (pos - low)
 
 
-def model_stats(turns: Iterable["TurnRecord"]) -> list[ModelStats]:
+def model_stats(turns: Iterable[TurnRecord]) -> list[ModelStats]:
     """Per model file: turn count, p50/p95 of TTFT and tokens/s, CPU s per 1,000 tokens."""
     by_model: dict[tuple[str, str], list[TurnRecord]] = {}
     for turn in turns:
@@ -44,7 +45,7 @@ def model_stats(turns: Iterable["TurnRecord"]) -> list[ModelStats]:
     return [_one_model(key, group) for key, group in sorted(by_model.items())]
 
 
-def _one_model(key: tuple[str, str], turns: list["TurnRecord"]) -> ModelStats:
+def _one_model(key: tuple[str, str], turns: list[TurnRecord]) -> ModelStats:
     # TTFT only where a token came; tokens/s only where there were two to time between.
     ttft = [t.ttft_ms for t in turns if t.completion_tokens > 0]
     tps = [t.decode_tps for t in turns if t.completion_tokens > 1]
@@ -59,4 +60,5 @@ def _one_model(key: tuple[str, str], turns: list["TurnRecord"]) -> ModelStats:
         tps_p50=percentile(tps, 50),
         tps_p95=percentile(tps, 95),
         cpu_seconds_per_1k_tokens=cpu * 1000 / tokens if tokens else 0.0,
+        threads=tuple(Counter(t.threads for t in turns).most_common()),
     )

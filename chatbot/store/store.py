@@ -1,9 +1,10 @@
-"""Conversations, messages and the per-turn latency log in SQLite; every SQL statement lives here.
+"""Conversations, messages and the per-turn latency log in SQLite; every SQL statement of the
+store lives here, except the schema (chatbot.store.migrations).
 
 WAL with synchronous=NORMAL keeps a commit to tens of microseconds (no fsync per commit) and
 lets readers run while another process writes; a busy timeout makes a second writer wait
-instead of failing at once. The schema grows through named migrations (sqlite-utils'
-`Migrations`), each applied once, in order, in its own transaction.
+instead of failing at once. The schema grows through named migrations, each applied once, in
+order, in its own transaction.
 """
 
 import json
@@ -12,129 +13,21 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
-from sqlite_utils.migrations import Migrations
 
 from chatbot.errors import StoreError
 from chatbot.paths import default_db_path
+from chatbot.store.migrations import migrations
+from chatbot.store.records import Conversation, Handoff, Message, TurnRecord
 from chatbot.store.stats import ModelStats, model_stats
+
+__all__ = ["Conversation", "Handoff", "Message", "Store", "TurnRecord", "fts_query", "now"]
 
 DEFAULT_TITLE = "New conversation"
 BUSY_TIMEOUT_S = 5.0
-
-migrations = Migrations("chatbot")
-
-
-@migrations(name="0001_initial")
-def _initial(db: Database) -> None:
-    """Conversations, messages (with full-text search) and the turns latency log."""
-    db.execute("""
-        CREATE TABLE conversations (
-            id INTEGER PRIMARY KEY,
-            title TEXT NOT NULL,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL,
-            system_prompt TEXT,
-            model TEXT
-        )""")
-    db.execute("""
-        CREATE TABLE messages (
-            id INTEGER PRIMARY KEY,
-            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
-            role TEXT NOT NULL,
-            content TEXT NOT NULL,
-            prompt_content TEXT,
-            created_at TEXT NOT NULL,
-            stopped INTEGER NOT NULL DEFAULT 0,
-            sources TEXT NOT NULL DEFAULT '[]',
-            handoff INTEGER NOT NULL DEFAULT 0
-        )""")
-    db.execute("CREATE INDEX messages_conversation ON messages(conversation_id, id)")
-    db.execute("""
-        CREATE TABLE turns (
-            id INTEGER PRIMARY KEY,
-            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
-            message_id INTEGER REFERENCES messages(id),
-            prompt_tokens INTEGER NOT NULL,
-            cached_tokens INTEGER NOT NULL,
-            completion_tokens INTEGER NOT NULL,
-            ttft_ms REAL NOT NULL,
-            decode_tps REAL NOT NULL,
-            total_ms REAL NOT NULL,
-            cpu_seconds REAL NOT NULL,
-            model_file TEXT NOT NULL,
-            quantization TEXT NOT NULL,
-            threads INTEGER NOT NULL,
-            stop_reason TEXT NOT NULL,
-            created_at TEXT NOT NULL
-        )""")
-    db.execute("CREATE INDEX turns_model ON turns(model_file)")
-    db["messages"].enable_fts(["content"], create_triggers=True)
-
-
-@migrations(name="0002_unsupported_facts")
-def _unsupported_facts(db: Database) -> None:
-    """The facts a grounded reply states that its FAQ article does not (chatbot.faq.facts)."""
-    db.execute("ALTER TABLE messages ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
-
-
-@dataclass(frozen=True)
-class Conversation:
-    id: int
-    title: str
-    created_at: str
-    updated_at: str
-    system_prompt: str | None
-    model: str | None
-
-
-@dataclass(frozen=True)
-class Message:
-    id: int
-    conversation_id: int
-    role: str  # "user" | "assistant"
-    content: str  # what the user typed / the reply exactly as generated
-    created_at: str
-    stopped: bool = False
-    sources: tuple[str, ...] = ()  # FAQ entry ids the reply was grounded on
-    handoff: bool = False
-    prompt_content: str | None = None  # what the model saw instead, when it differs
-    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
-
-
-@dataclass(frozen=True)
-class TurnRecord:
-    """One row of the latency log, as the session measured it."""
-
-    conversation_id: int
-    message_id: int | None
-    prompt_tokens: int
-    cached_tokens: int
-    completion_tokens: int
-    ttft_ms: float
-    decode_tps: float
-    total_ms: float
-    cpu_seconds: float
-    model_file: str
-    quantization: str
-    threads: int
-    stop_reason: str
-    created_at: str = ""
-    id: int | None = None
-
-
-@dataclass(frozen=True)
-class Handoff:
-    """A question the FAQ bot handed to a person."""
-
-    conversation_id: int
-    message_id: int
-    question: str
-    created_at: str
 
 
 def now() -> str:

@@ -11,8 +11,8 @@ from contextlib import contextmanager
 
 import pytest
 
-from chatbot.store.store import store as store_module
 from chatbot.errors import StoreError
+from chatbot.store import migrations as store_module
 from chatbot.store.stats import percentile
 from chatbot.store.store import Store, TurnRecord, fts_query
 

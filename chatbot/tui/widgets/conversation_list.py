@@ -9,7 +9,7 @@ from textual.content import Content
 from textual.message import Message
 from textual.widgets import Input, Label, ListItem, ListView
 
-from chatbot.store.store import Conversation
+from chatbot.store.records import Conversation
 
 
 class ConversationItem(ListItem):

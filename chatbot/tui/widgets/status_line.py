@@ -5,7 +5,7 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from chatbot.engines.base import EngineInfo, GenerationStats
-from chatbot.store.store import TurnRecord
+from chatbot.store.records import TurnRecord
 
 SEPARATOR = " │ "
 

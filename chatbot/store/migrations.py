@@ -1,0 +1,64 @@
+"""The database schema as ordered, named migrations (sqlite-utils' `Migrations`).
+
+Each is one small function, applied once, in order, in its own transaction; `Store` applies the
+pending ones when it opens a file. Add a column by appending a migration with the next number:
+never edit or renumber one that has shipped.
+"""
+
+from sqlite_utils import Database
+from sqlite_utils.migrations import Migrations
+
+migrations = Migrations("chatbot")
+
+
+@migrations(name="0001_initial")
+def _initial(db: Database) -> None:
+    """Conversations, messages (with full-text search) and the turns latency log."""
+    db.execute("""
+        CREATE TABLE conversations (
+            id INTEGER PRIMARY KEY,
+            title TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            system_prompt TEXT,
+            model TEXT
+        )""")
+    db.execute("""
+        CREATE TABLE messages (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            role TEXT NOT NULL,
+            content TEXT NOT NULL,
+            prompt_content TEXT,
+            created_at TEXT NOT NULL,
+            stopped INTEGER NOT NULL DEFAULT 0,
+            sources TEXT NOT NULL DEFAULT '[]',
+            handoff INTEGER NOT NULL DEFAULT 0
+        )""")
+    db.execute("CREATE INDEX messages_conversation ON messages(conversation_id, id)")
+    db.execute("""
+        CREATE TABLE turns (
+            id INTEGER PRIMARY KEY,
+            conversation_id INTEGER NOT NULL REFERENCES conversations(id),
+            message_id INTEGER REFERENCES messages(id),
+            prompt_tokens INTEGER NOT NULL,
+            cached_tokens INTEGER NOT NULL,
+            completion_tokens INTEGER NOT NULL,
+            ttft_ms REAL NOT NULL,
+            decode_tps REAL NOT NULL,
+            total_ms REAL NOT NULL,
+            cpu_seconds REAL NOT NULL,
+            model_file TEXT NOT NULL,
+            quantization TEXT NOT NULL,
+            threads INTEGER NOT NULL,
+            stop_reason TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )""")
+    db.execute("CREATE INDEX turns_model ON turns(model_file)")
+    db["messages"].enable_fts(["content"], create_triggers=True)
+
+
+@migrations(name="0002_unsupported_facts")
+def _unsupported_facts(db: Database) -> None:
+    """The facts a grounded reply states that its FAQ article does not (chatbot.faq.facts)."""
+    db.execute("ALTER TABLE messages ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")

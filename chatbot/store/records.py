@@ -1,0 +1,62 @@
+"""The store's rows as plain frozen objects: what `Store` returns and `stats` reads.
+
+A module of its own so that the store and the statistics over its rows both import it and
+neither imports the other.
+"""
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Conversation:
+    id: int
+    title: str
+    created_at: str
+    updated_at: str
+    system_prompt: str | None
+    model: str | None
+
+
+@dataclass(frozen=True)
+class Message:
+    id: int
+    conversation_id: int
+    role: str  # "user" | "assistant"
+    content: str  # what the user typed / the reply exactly as generated
+    created_at: str
+    stopped: bool = False
+    sources: tuple[str, ...] = ()  # FAQ entry ids the reply was grounded on
+    handoff: bool = False
+    prompt_content: str | None = None  # what the model saw instead, when it differs
+    unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
+
+
+@dataclass(frozen=True)
+class TurnRecord:
+    """One row of the latency log, as the session measured it."""
+
+    conversation_id: int
+    message_id: int | None
+    prompt_tokens: int
+    cached_tokens: int
+    completion_tokens: int
+    ttft_ms: float
+    decode_tps: float
+    total_ms: float
+    cpu_seconds: float
+    model_file: str
+    quantization: str
+    threads: int
+    stop_reason: str
+    created_at: str = ""
+    id: int | None = None
+
+
+@dataclass(frozen=True)
+class Handoff:
+    """A question the FAQ bot handed to a person."""
+
+    conversation_id: int
+    message_id: int
+    question: str
+    created_at: str
