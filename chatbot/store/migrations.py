@@ -62,3 +62,25 @@ def _initial(db: Database) -> None:
 def _unsupported_facts(db: Database) -> None:
     """The facts a grounded reply states that its FAQ article does not (chatbot.faq.facts)."""
     db.execute("ALTER TABLE messages ADD COLUMN unsupported TEXT NOT NULL DEFAULT '[]'")
+
+
+@migrations(name="0003_customer_tokens")
+def _customer_tokens(db: Database) -> None:
+    """Served conversations: a customer holds an unguessable token, never the row id.
+
+    Only the token's SHA-256 is kept, so a copy of the database does not open anyone's
+    conversation through the API. Deleting the conversation deletes its token.
+    """
+    db.execute("""
+        CREATE TABLE customer_tokens (
+            token_hash TEXT PRIMARY KEY,
+            conversation_id INTEGER NOT NULL UNIQUE
+                REFERENCES conversations(id) ON DELETE CASCADE,
+            created_at TEXT NOT NULL
+        )""")
+
+
+@migrations(name="0004_handoff_resolved")
+def _handoff_resolved(db: Database) -> None:
+    """When a person marked a hand-off resolved (the support team's list)."""
+    db.execute("ALTER TABLE messages ADD COLUMN resolved_at TEXT")

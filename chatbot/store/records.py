@@ -60,3 +60,5 @@ class Handoff:
     message_id: int
     question: str
     created_at: str
+    served: bool = False  # the conversation came through `chatbot serve` (a customer's)
+    resolved_at: str | None = None  # when a person marked it resolved

@@ -7,6 +7,7 @@ instead of failing at once. The schema grows through named migrations, each appl
 order, in its own transaction.
 """
 
+import hashlib
 import json
 import re
 import sqlite3
@@ -248,15 +249,20 @@ class Store:
         """Per model file: turn count, p50/p95 of TTFT and tokens/s, CPU s per 1,000 tokens."""
         return model_stats(self.turns())
 
-    def handoffs(self) -> list[Handoff]:
-        """Hand-off replies with the question that caused each, newest first."""
+    def handoffs(self, *, unresolved: bool = False, message_id: int | None = None) -> list[Handoff]:
+        """Hand-off replies with the question that caused each, newest first; `unresolved`
+        leaves out those a person marked resolved, `message_id` picks one."""
         sql = """
-            SELECT a.conversation_id, a.id AS message_id, a.created_at,
+            SELECT a.conversation_id, a.id AS message_id, a.created_at, a.resolved_at,
                    (SELECT u.content FROM messages u
                     WHERE u.conversation_id = a.conversation_id AND u.id < a.id
                       AND u.role = 'user'
-                    ORDER BY u.id DESC LIMIT 1) AS question
-            FROM messages a WHERE a.handoff = 1 ORDER BY a.id DESC"""
+                    ORDER BY u.id DESC LIMIT 1) AS question,
+                   EXISTS (SELECT 1 FROM customer_tokens t
+                           WHERE t.conversation_id = a.conversation_id) AS served
+            FROM messages a WHERE a.handoff = 1"""
+        sql += " AND a.resolved_at IS NULL" if unresolved else ""
+        sql += " AND a.id = :id" if message_id is not None else ""
         with self._guard("read hand-offs"):
             return [
                 Handoff(
@@ -264,9 +270,49 @@ class Store:
                     message_id=row["message_id"],
                     question=row["question"] or "",
                     created_at=row["created_at"],
+                    served=bool(row["served"]),
+                    resolved_at=row["resolved_at"],
                 )
-                for row in self.db.query(sql)
+                for row in self.db.query(sql + " ORDER BY a.id DESC", {"id": message_id})
             ]
+
+    def resolve_handoff(self, message_id: int) -> Handoff:
+        """Mark a hand-off resolved (once; the first time is kept) and return it."""
+        with self._write("mark a hand-off resolved"):
+            self.db.execute(
+                "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
+                "WHERE id = ? AND handoff = 1",
+                [now(), message_id],
+            )
+        found = self.handoffs(message_id=message_id)
+        if not found:
+            raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
+        return found[0]
+
+    # Customers of `chatbot serve`
+
+    def add_customer_token(self, conversation_id: int, token: str) -> None:
+        """Give a served conversation the token its customer holds (stored as a hash)."""
+        row = {
+            "token_hash": _token_hash(token),
+            "conversation_id": conversation_id,
+            "created_at": now(),
+        }
+        with self._write("save a customer token"):
+            self.db["customer_tokens"].insert(row)
+
+    def conversation_for_token(self, token: str) -> int | None:
+        """The conversation a customer's token opens; None for any other token."""
+        with self._guard("read a customer token"):
+            rows = self.db.execute(
+                "SELECT conversation_id FROM customer_tokens WHERE token_hash = ?",
+                [_token_hash(token)],
+            ).fetchall()
+        return rows[0][0] if rows else None
+
+
+def _token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _message(row: dict) -> Message:
