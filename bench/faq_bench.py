@@ -29,8 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.chat_bench import find_model  # noqa: E402
 from chatbot.engines.base import GenerationOptions  # noqa: E402
-from chatbot.faq.knowledge_base import KnowledgeBase  # noqa: E402
 from chatbot.faq.evaluation import HANDOFF, LabelledQuestion, evaluate, load_questions  # noqa: E402
+from chatbot.faq.knowledge_base import KnowledgeBase  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 STORE_FAQ = REPO / "data/faq/store_faq.jsonl"
@@ -137,8 +137,9 @@ def cited_entry(answer: str, sources: tuple[str, ...], kb: KnowledgeBase):
 def bench_answers(
     kb: KnowledgeBase, questions: list[LabelledQuestion], count: int, model: Path | None
 ) -> None:
-    from chatbot.engines.llama import LlamaEngine
     from chatbot.conversation.session import Session, TurnResult
+    from chatbot.engines.llama import LlamaEngine
+    from chatbot.faq.policy import FaqPolicy
     from chatbot.store.store import Store
 
     path = find_model(model)
@@ -151,7 +152,7 @@ def bench_answers(
     with tempfile.TemporaryDirectory() as tmp:
         store = Store(Path(tmp) / "bench.db")
         for row in chosen:
-            session = Session(engine, store, knowledge_base=kb, options=options)
+            session = Session(engine, store, policy=FaqPolicy(kb), options=options)
             result = [i for i in session.send(row.question) if isinstance(i, TurnResult)][0]
             if result.handoff:
                 continue

@@ -15,13 +15,18 @@ import sys
 from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from chatbot.cli.options import build_parser
 from chatbot.cli.config import load_config
+from chatbot.cli.options import build_parser
 from chatbot.engines.base import FAQ_TEMPERATURE, Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
 from chatbot.store.store import Store
+
+if TYPE_CHECKING:  # imported by the commands that need them: `chatbot history` starts at once
+    from chatbot.conversation.policy import TurnPolicy
+    from chatbot.faq.knowledge_base import KnowledgeBase
 
 
 def ensure_default_model() -> Path:
@@ -59,7 +64,7 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
     return load
 
 
-def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
+def _knowledge_base(args: argparse.Namespace) -> "KnowledgeBase | None":
     if args.faq is None:
         return None
     from chatbot.faq.knowledge_base import KnowledgeBase
@@ -69,6 +74,15 @@ def _knowledge_base(args: argparse.Namespace):  # -> KnowledgeBase | None
     for warning in kb.warnings:
         print(f"warning: {warning}", file=sys.stderr)
     return kb
+
+
+def _faq_policy(kb: "KnowledgeBase | None") -> "TurnPolicy | None":
+    """The FAQ bot's policy over the knowledge base; None (plain chat) without one."""
+    if kb is None:
+        return None
+    from chatbot.faq.policy import FaqPolicy
+
+    return FaqPolicy(kb)
 
 
 def _default_temperature(kb: object) -> float:
@@ -121,7 +135,7 @@ def cmd_ask(args: argparse.Namespace, store: Store) -> int:
         store,
         conversation_id=args.conversation,
         system_prompt=args.system,
-        knowledge_base=kb,
+        policy=_faq_policy(kb),
         options=options,
     )
     result = None
@@ -211,6 +225,9 @@ def cmd_stats(args: argparse.Namespace, store: Store) -> int:
         print(f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms")
         print(f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s")
         print(f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s")
+        if any(n for n, _ in s.threads):  # 0: a remote engine, no local threads
+            used = ", ".join(f"{n} ({c} turn{'s' if c != 1 else ''})" for n, c in s.threads)
+            print(f"  threads per turn: {used}")
     return 0
 
 

@@ -1,10 +1,11 @@
 """One conversation's logic, shared by the app and the headless commands so they cannot drift.
 
-`Session.send` validates the text, saves it before any generation (a crash mid-reply loses
-nothing typed), builds the prompt (system prompt + as much recent history as the context holds),
-answers from the FAQ or hands off, streams the engine's reply, then saves the reply and one row
-of the latency log. Earlier turns always render to the same text (user messages as the model
-saw them, replies exactly as generated), so the engine's KV cache for them stays valid.
+`Session.send` validates the text, asks the turn policy (the FAQ bot's, if any: see
+chatbot.conversation.policy) what to do with it, saves it before any generation (a crash
+mid-reply loses nothing typed), builds the prompt (system prompt + as much recent history as the
+context holds), streams the engine's reply, then saves the reply and one row of the latency
+log. Earlier turns always render to the same text (user messages as the model saw them, replies
+exactly as generated), so the engine's KV cache for them stays valid.
 """
 
 import re
@@ -12,15 +13,14 @@ import time
 import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
-from typing import Any
+from typing import assert_never
 
+from chatbot.conversation.policy import AskModel, ReplyNow, TurnDecision, TurnPolicy
+from chatbot.conversation.repetition import RepetitionGuard
 from chatbot.engines.base import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
 from chatbot.errors import ChatbotError
-from chatbot.faq.facts import unsupported_facts
-from chatbot.faq.person_request import asks_for_a_person
-from chatbot.conversation.repetition import RepetitionGuard
-from chatbot.faq.small_talk import small_talk_reply
-from chatbot.store.store import Message, Store, TurnRecord
+from chatbot.store.records import Message, TurnRecord
+from chatbot.store.store import Store
 
 TITLE_CHARS = 60
 # When the history must be cut, cut down to this share of the prompt budget, so the next few
@@ -80,12 +80,12 @@ class Session:
         *,
         conversation_id: int | None = None,
         system_prompt: str | None = None,
-        knowledge_base: Any = None,
+        policy: TurnPolicy | None = None,
         options: GenerationOptions = GenerationOptions(),  # noqa: B008 (frozen dataclass)
     ):
         self.engine = engine
         self.store = store
-        self.knowledge_base = knowledge_base
+        self.policy = policy  # None: plain chat, every message goes to the model as typed
         self.options = options
         self.conversation_id = conversation_id
         self.system_prompt = system_prompt
@@ -114,54 +114,43 @@ class Session:
         if not clean:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
-        asked = [m.content for m in history if m.role == "user"]
-        if (shortcut := self._faq_shortcut(clean)) is not None:
-            yield from self._without_model(clean, *shortcut)
-            return
-        retrieval = self._retrieve(clean, asked)
-        if retrieval is not None and not retrieval.confident:
-            yield from self._without_model(clean, self.knowledge_base.handoff_reply)
-            return
-        prompt_text = clean
-        sources: tuple[str, ...] = ()
-        grounds: tuple[str, ...] = ()  # what a grounded reply may take its facts from
-        if retrieval is not None:
-            from chatbot.faq.knowledge_base import grounded_user_message
+        decision = self._decide(clean, history)
+        match decision:
+            case ReplyNow():
+                yield from self._without_model(clean, decision)
+            case AskModel():
+                yield from self._with_model(clean, history, decision, should_stop)
+            case _:
+                assert_never(decision)
 
-            prompt_text = grounded_user_message(clean, retrieval.hits)
-            sources = tuple(retrieval.sources)
-            grounds = (*(h.answer for h in retrieval.grounding), *asked, clean)
+    def _decide(self, clean: str, history: list[Message]) -> TurnDecision:
+        """The policy's decision for the message; plain chat asks the model with it as typed."""
+        if self.policy is None:
+            return AskModel(clean)
+        try:
+            return self.policy.decide(clean, history)
+        except Exception:
+            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
+            raise
+
+    def _with_model(
+        self,
+        clean: str,
+        history: list[Message],
+        asked: AskModel,
+        should_stop: Callable[[], bool],
+    ) -> Iterator[TextChunk | Notice | TurnResult]:
+        """Save the message (with what the model sees, when that differs), then generate."""
         user = self.store.add_message(
             self.conversation_id,
             "user",
             clean,
-            prompt_content=prompt_text if prompt_text != clean else None,
+            prompt_content=asked.prompt if asked.prompt != clean else None,
         )
-        prompt, notice = self._fit(history, {"role": "user", "content": prompt_text})
+        prompt, notice = self._fit(history, {"role": "user", "content": asked.prompt})
         if notice:
             yield notice
-        yield from self._generate(user.id, prompt, sources, grounds, should_stop)
-
-    def _faq_shortcut(self, clean: str) -> tuple[str, bool] | None:
-        """FAQ mode's replies without retrieval: (reply, is a hand-off) for a request for a
-        person or a line of small talk; None for a question."""
-        if self.knowledge_base is None:
-            return None
-        if asks_for_a_person(clean):
-            return self.knowledge_base.requested_reply, True
-        line = small_talk_reply(clean)
-        return (line, False) if line else None
-
-    def _retrieve(self, clean: str, asked: list[str]) -> Any:  # -> Retrieval | None
-        """The FAQ entries for the message (None without a FAQ); `asked` are the customer's
-        earlier messages, the last of which a short follow-up is read with."""
-        if self.knowledge_base is None:
-            return None
-        try:
-            return self.knowledge_base.retrieve(clean, previous=asked[-1] if asked else None)
-        except Exception:
-            self.store.add_message(self.conversation_id, "user", clean)  # keep what was typed
-            raise
+        yield from self._generate(user.id, prompt, asked, should_stop)
 
     def _history_before(self, clean: str) -> list[Message]:
         """The saved messages so far; creates the conversation on the first message."""
@@ -173,22 +162,22 @@ class Session:
             return []
         return self.store.messages(self.conversation_id)
 
-    def _without_model(
-        self, clean: str, reply: str, handoff: bool = True
-    ) -> Iterator[TextChunk | TurnResult]:
-        """A FAQ-mode reply the model is not asked for: a hand-off (no confident answer, or a
-        person asked for) or a line of small talk. Saves the message and the reply."""
+    def _without_model(self, clean: str, reply: ReplyNow) -> Iterator[TextChunk | TurnResult]:
+        """A reply the policy gave without the model (a hand-off, a person asked for, a line
+        of small talk). Saves the message and the reply."""
         user = self.store.add_message(self.conversation_id, "user", clean)
-        answer = self.store.add_message(self.conversation_id, "assistant", reply, handoff=handoff)
-        yield TextChunk(reply)
+        answer = self.store.add_message(
+            self.conversation_id, "assistant", reply.text, handoff=reply.handoff
+        )
+        yield TextChunk(reply.text)
         self.last_result = TurnResult(
             conversation_id=self.conversation_id,
             user_message_id=user.id,
             assistant_message_id=answer.id,
-            answer=reply,
+            answer=reply.text,
             stopped=False,
             stats=None,
-            handoff=handoff,
+            handoff=reply.handoff,
         )
         yield self.last_result
 
@@ -242,14 +231,10 @@ class Session:
         self,
         user_message_id: int,
         prompt: list[ChatMessage],
-        sources: tuple[str, ...],
-        grounds: tuple[str, ...],
+        asked: AskModel,
         should_stop: Callable[[], bool],
     ) -> Iterator[TextChunk | TurnResult]:
-        """Stream the reply, then save it (also when stopped or failed) and its latency row.
-
-        `sources` are the FAQ entry ids cited, `grounds` the texts the reply may take facts from.
-        """
+        """Stream the reply, then save it (also when stopped or failed) and its latency row."""
         cpu_start = time.process_time()
         guard = RepetitionGuard()
         stats: GenerationStats | None = None
@@ -267,7 +252,7 @@ class Session:
             if guard.looping and stats is not None:
                 stats = replace(stats, stop_reason="repetition")
             if guard.text or stats is not None:
-                reply = self._save_reply(guard.kept(), stats, sources, grounds)
+                reply = self._save_reply(guard.kept(), stats, asked)
         if stats is None:
             raise ChatbotError("the engine ended without a reply")
         cpu = time.process_time() - cpu_start
@@ -279,7 +264,7 @@ class Session:
             answer=reply.content,
             stopped=reply.stopped,
             stats=stats,
-            sources=sources,
+            sources=asked.sources,
             unsupported=reply.unsupported,
             cpu_seconds=cpu,
             turn_id=turn_id,
@@ -287,21 +272,18 @@ class Session:
         )
         yield self.last_result
 
-    def _save_reply(
-        self,
-        answer: str,
-        stats: GenerationStats | None,
-        sources: tuple[str, ...],
-        grounds: tuple[str, ...],
-    ) -> Message:
+    def _save_reply(self, answer: str, stats: GenerationStats | None, asked: AskModel) -> Message:
         """Save the reply: stopped unless it ended by itself, with the facts its article lacks."""
+        unsupported: tuple[str, ...] = ()
+        if self.policy is not None and asked.grounds:
+            unsupported = self.policy.unsupported(answer, asked)
         return self.store.add_message(
             self.conversation_id,
             "assistant",
             answer,
             stopped=stats is None or stats.stop_reason == "cancelled",
-            sources=sources,
-            unsupported=tuple(unsupported_facts(answer, grounds)) if grounds else (),
+            sources=asked.sources,
+            unsupported=unsupported,
         )
 
     def _turn_record(self, message_id: int, stats: GenerationStats, cpu: float) -> TurnRecord:

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from chatbot.errors import KnowledgeBaseError
-from chatbot.faq.knowledge_base import KnowledgeBase, Retrieval
+from chatbot.faq.knowledge_base import KnowledgeBase, Retrieval, answers
 
 HANDOFF = "handoff"  # the `expected` value of a question the FAQ does not cover
 SWEEP = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
@@ -106,8 +106,8 @@ def evaluate(kb: KnowledgeBase, questions: list[LabelledQuestion]) -> Evaluation
         uncovered=len(uncovered),
         threshold=kb.confidence,
         rates=[rates_at(covered, uncovered, t) for t in thresholds],
-        answered_uncovered=[q.question for q, r in uncovered if _answers(r, kb.confidence)],
-        handed_off_covered=[q.question for q, r in covered if not _answers(r, kb.confidence)],
+        answered_uncovered=[q.question for q, r in uncovered if answers(r.hits, kb.confidence)],
+        handed_off_covered=[q.question for q, r in covered if not answers(r.hits, kb.confidence)],
     )
 
 
@@ -121,14 +121,12 @@ def rates_at(
         threshold=threshold,
         top1=share(sum(r.ids[:1] == [q.expected] for q, r in covered), len(covered)),
         top3=share(sum(q.expected in r.ids[:3] for q, r in covered), len(covered)),
-        handoff_recall=share(sum(not _answers(r, threshold) for _, r in uncovered), len(uncovered)),
-        false_handoffs=share(sum(not _answers(r, threshold) for _, r in covered), len(covered)),
+        handoff_recall=share(
+            sum(not answers(r.hits, threshold) for _, r in uncovered), len(uncovered)
+        ),
+        false_handoffs=share(sum(not answers(r.hits, threshold) for _, r in covered), len(covered)),
     )
 
 
 def share(hits: int, total: int) -> float:
     return hits / total if total else 0.0
-
-
-def _answers(retrieval: Retrieval, threshold: float) -> bool:
-    return bool(retrieval.hits) and retrieval.hits[0].score >= threshold

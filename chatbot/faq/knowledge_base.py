@@ -3,7 +3,7 @@
 `KnowledgeBase.open` loads the FAQ file (JSONL or CSV, see `chatbot.faq.load`) and its cached
 FTS5 index (`chatbot.faq.index`); `retrieve` finds the entries for one customer question and
 says whether they are good enough to answer from. When they are not, the bot does not guess:
-the session gives `handoff_reply` instead of calling the model.
+the FAQ policy (chatbot.faq.policy) gives `handoff_reply` instead of calling the model.
 """
 
 from dataclasses import dataclass
@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from chatbot.faq.embed import SentenceEncoder
+from chatbot.faq.follow_up import looks_like_follow_up
 from chatbot.faq.index import FaqIndex, open_index, query_terms
 from chatbot.faq.load import FaqEntry, load_knowledge_base
-from chatbot.faq.follow_up import looks_like_follow_up
 from converter.paths import cache_dir
 
 DEFAULT_HANDOFF_REPLY = (
@@ -49,7 +49,7 @@ __all__ = [
     "FaqHit",
     "KnowledgeBase",
     "Retrieval",
-    "grounded_user_message",
+    "answers",
 ]
 
 
@@ -178,8 +178,7 @@ class KnowledgeBase:
             for candidate in candidates[:k]
             if (entry := self._by_id.get(candidate.faq_id)) is not None
         ]
-        confident = bool(hits) and hits[0].score >= self.confidence
-        return Retrieval(hits=hits, confident=confident)
+        return Retrieval(hits=hits, confident=answers(hits, self.confidence))
 
     def entry(self, faq_id: str) -> FaqEntry | None:
         """The entry with this id, for showing a cited source in full."""
@@ -195,6 +194,12 @@ class KnowledgeBase:
         self.close()
 
 
+def answers(hits: list[FaqHit], threshold: float) -> bool:
+    """The answer rule: answer from the best entry when it scores at least the threshold, else
+    hand off. `chatbot faq-eval` sweeps the threshold through this same rule."""
+    return bool(hits) and hits[0].score >= threshold
+
+
 def _unit(vector: np.ndarray) -> np.ndarray:
     return vector / max(float(np.linalg.norm(vector)), 1e-12)
 
@@ -203,20 +208,3 @@ def _unit(vector: np.ndarray) -> np.ndarray:
 def shared_encoder() -> SentenceEncoder | None:
     """One encoder per process (90 MB of weights), loaded on first use; None if not installed."""
     return SentenceEncoder.load()
-
-
-def grounded_user_message(question: str, hits: list[FaqHit]) -> str:
-    """The newest user message of a FAQ turn: the question, then the article to answer from.
-
-    The article goes here rather than in the system prompt so that earlier turns render to
-    the same tokens and the model's KV cache for them stays valid. The wording was chosen on
-    the helpdesk questions (data/eval/helpdesk_eval.jsonl) among seven, then checked on the store's
-    101 answered ones with SmolLM2-135M: 73% of the article's key facts kept (63% with the
-    earlier "rewrite the article" wording), and 1% of replies echo the prompt's labels back
-    (66% before). A 135M model loses the facts of one article among several: one is quoted.
-    """
-    articles = "\n\n".join(f'"{hit.answer}"' for hit in hits[:GROUNDING_ENTRIES])
-    return (
-        f"{question.strip()}\n\nAnswer using this help article and keep its numbers, prices, "
-        f"times and names exactly:\n{articles}"
-    )

@@ -8,7 +8,7 @@ at startup, so the window is live at once and a loading error is a notification,
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, ComposeResult
@@ -18,20 +18,24 @@ from textual.message import Message
 from textual.screen import ModalScreen
 from textual.widgets import Footer
 
+from chatbot.conversation.export import export_conversation
 from chatbot.engines.base import Engine, GenerationOptions
 from chatbot.errors import ChatbotError
-from chatbot.conversation.export import export_conversation
+from chatbot.store.records import Conversation
+from chatbot.store.store import Store
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.screens.rename import RenameScreen
-from chatbot.store.store import Conversation, Store
 from chatbot.tui.widgets.chat_panel import ChatPanel
 from chatbot.tui.widgets.conversation_list import ConversationList
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import ReplyEnded
 from chatbot.tui.widgets.status_line import StatusLine
+
+if TYPE_CHECKING:
+    from chatbot.faq.knowledge_base import KnowledgeBase
 
 log = logging.getLogger("chatbot.tui.app")
 NEW = "Start a new conversation"
@@ -78,17 +82,26 @@ class ChatApp(App[None]):
         store: Store,
         *,
         system_prompt: str | None = None,
-        knowledge_base: Any = None,
+        knowledge_base: "KnowledgeBase | None" = None,
         options: GenerationOptions | None = None,
     ) -> None:
         super().__init__()
         self._engine_factory = engine_factory
         self.store = store
+        policy = None
+        if knowledge_base is not None:
+            # Imported here: a knowledge base given means the FAQ modules are loaded already,
+            # and plain chat then never loads them.
+            from chatbot.faq.policy import FaqPolicy
+
+            policy = FaqPolicy(knowledge_base)
+        self.knowledge_base = knowledge_base
         self.panel = ChatPanel(
             store,
             options=options or GenerationOptions(),
             system_prompt=system_prompt,
             knowledge_base=knowledge_base,
+            policy=policy,
             id="chat",
         )
 
@@ -117,7 +130,7 @@ class ChatApp(App[None]):
         with shown_errors(self):
             conversations = self.store.list_conversations()
         await self.open_conversation(conversations[0].id if conversations else None)
-        for warning in getattr(self.panel.knowledge_base, "warnings", [])[:5]:
+        for warning in self.knowledge_base.warnings[:5] if self.knowledge_base else []:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()
 

@@ -5,14 +5,15 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.engines.base import GenerationOptions, TextChunk
-from chatbot.errors import ChatbotError
 from chatbot.conversation.export import export_conversation
-from chatbot.faq.knowledge_base import DEFAULT_REQUESTED_REPLY, KnowledgeBase
-from chatbot.faq.facts import unsupported_facts
-from chatbot.engines.llama import LlamaEngine
 from chatbot.conversation.repetition import RepetitionGuard
 from chatbot.conversation.session import Notice, Session, TurnResult, clean_text, title_from
+from chatbot.engines.base import GenerationOptions, TextChunk
+from chatbot.engines.llama import LlamaEngine
+from chatbot.errors import ChatbotError
+from chatbot.faq.facts import unsupported_facts
+from chatbot.faq.knowledge_base import DEFAULT_REQUESTED_REPLY, KnowledgeBase
+from chatbot.faq.policy import FaqPolicy
 from chatbot.faq.small_talk import GREETING_REPLY, THANKS_REPLY
 
 OPTS = GenerationOptions(max_tokens=6, temperature=0.0)
@@ -179,7 +180,7 @@ def knowledge_base(tmp_path):
 
 
 def test_faq_handoff_answers_without_the_model(engine, store, knowledge_base):
-    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
     items = send(session, "Can you recommend a quantum physics textbook?")
     result = items[-1]
     assert result.handoff and result.stats is None
@@ -190,7 +191,7 @@ def test_faq_handoff_answers_without_the_model(engine, store, knowledge_base):
 
 
 def test_asking_for_a_person_is_handed_off_without_the_model(engine, store, knowledge_base):
-    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
     result = send(session, "I want to talk to a real person")[-1]
     assert result.handoff and result.stats is None and result.sources == ()
     assert result.answer == DEFAULT_REQUESTED_REPLY == knowledge_base.requested_reply
@@ -199,7 +200,7 @@ def test_asking_for_a_person_is_handed_off_without_the_model(engine, store, know
 
 
 def test_small_talk_is_answered_without_the_model_or_a_handoff(engine, store, knowledge_base):
-    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
     hello, thanks = send(session, "Hello!")[-1], send(session, "thanks a lot")[-1]
     assert (hello.answer, thanks.answer) == (GREETING_REPLY, THANKS_REPLY)
     assert not hello.handoff and hello.stats is None and hello.sources == ()
@@ -216,14 +217,14 @@ def test_a_configured_handoff_reply_serves_requests_for_a_person(engine, store, 
     faq = tmp_path / "faq.jsonl"
     faq.write_text(json.dumps({"id": "hours", "question": "When are you open?", "answer": "9-5."}))
     with KnowledgeBase.open(faq, index_dir=tmp_path / "i", handoff_reply="Call Sam.") as kb:
-        session = Session(engine, store, knowledge_base=kb, options=OPTS)
+        session = Session(engine, store, policy=FaqPolicy(kb), options=OPTS)
         assert send(session, "agent")[-1].answer == "Call Sam."
 
 
 def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
     engine, store, knowledge_base
 ):
-    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
     first = send(session, "How do I reset my password?")[-1]
     assert first.sources and first.sources[0] == "reset"
     user, reply = store.messages(session.conversation_id)
@@ -236,7 +237,7 @@ def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
 
 def test_faq_reply_facts_are_checked_against_the_article(engine, store, knowledge_base):
     """The tiny model writes noise: whatever numbers it makes up are found and saved."""
-    session = Session(engine, store, knowledge_base=knowledge_base, options=OPTS)
+    session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
     send(session, "My order 4471 from 9 days ago: how long does a refund take?")
     for _ in range(4):
         result = send(session, "How long does a refund take?")[-1]
@@ -292,6 +293,6 @@ def test_a_follow_up_is_grounded_on_the_topic_before(engine, store, tmp_path):
     faq = Path(__file__).resolve().parents[2] / "data/faq/store_faq.jsonl"
     with KnowledgeBase.open(faq, index_dir=tmp_path / "index") as kb:
         assert kb.retrieve("What if it already shipped?").ids[0] != "order-cancel"  # alone
-        session = Session(engine, store, knowledge_base=kb, options=OPTS)
+        session = Session(engine, store, policy=FaqPolicy(kb), options=OPTS)
         assert send(session, "Can I cancel my order?")[-1].sources == ("order-cancel",)
         assert send(session, "What if it already shipped?")[-1].sources == ("order-cancel",)

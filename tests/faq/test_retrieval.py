@@ -5,9 +5,10 @@ import threading
 
 import pytest
 
-from chatbot.faq.knowledge_base import FaqHit, KnowledgeBase, grounded_user_message
 from chatbot.faq.evaluation import evaluate, load_questions
 from chatbot.faq.index import query_terms
+from chatbot.faq.knowledge_base import FaqHit, KnowledgeBase
+from chatbot.faq.policy import grounded_user_message
 from tests.faq import helpdesk
 from tests.faq.conftest import FOLLOW_UPS, HELPDESK_EVAL, STORE_EVAL
 

@@ -7,15 +7,16 @@ worker). Esc cancels the worker; the session then saves the partial reply marked
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.containers import Vertical
 from textual.worker import get_current_worker
 
+from chatbot.conversation.policy import TurnPolicy
+from chatbot.conversation.session import Notice, Session, TurnResult
 from chatbot.engines.base import Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
-from chatbot.conversation.session import Notice, Session, TurnResult
 from chatbot.store.store import Store
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
@@ -26,6 +27,9 @@ from chatbot.tui.widgets.message_view import (
     ReplyEnded,
     ReplyNotice,
 )
+
+if TYPE_CHECKING:
+    from chatbot.faq.knowledge_base import KnowledgeBase
 
 log = logging.getLogger("chatbot.tui.app")
 
@@ -39,14 +43,16 @@ class ChatPanel(Vertical):
         *,
         options: GenerationOptions,
         system_prompt: str | None = None,
-        knowledge_base: Any = None,
+        knowledge_base: "KnowledgeBase | None" = None,
+        policy: TurnPolicy | None = None,
         id: str | None = None,  # noqa: A002 (Textual's name)
     ) -> None:
         super().__init__(id=id)
         self.store = store
         self.options = options
         self.system_prompt = system_prompt
-        self.knowledge_base = knowledge_base
+        self.knowledge_base = knowledge_base  # shows the entries a reply cites
+        self.policy = policy  # what each turn's Session asks (the FAQ bot's), None: plain chat
         self.engine: Engine | None = None  # set by the app once the model has loaded
         self.engine_error: str | None = None
         self._opened: int | None = None  # None: a new conversation, saved on its first send
@@ -111,7 +117,7 @@ class ChatPanel(Vertical):
                     self.store,
                     conversation_id=self.conversation_id,
                     system_prompt=self.system_prompt,
-                    knowledge_base=self.knowledge_base,
+                    policy=self.policy,
                     options=self.options,
                 )
             text = message.input_box.take_text()

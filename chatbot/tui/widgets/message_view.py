@@ -7,7 +7,7 @@ re-rendering the whole reply per token, and the scroll view stays anchored to th
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
@@ -16,7 +16,10 @@ from textual.widgets import Label, Markdown, Static
 from textual.widgets.markdown import MarkdownStream
 
 from chatbot.conversation.session import TurnResult
-from chatbot.store.store import Message as StoredMessage
+from chatbot.store.records import Message as StoredMessage
+
+if TYPE_CHECKING:
+    from chatbot.faq.knowledge_base import KnowledgeBase
 
 HANDOFF_LABEL = "Handed off to a human agent"
 ROLE_TITLES = {"user": "You", "assistant": "Assistant"}
@@ -50,7 +53,7 @@ class ReplyEnded(Message):
     user_saved: bool = True
 
 
-def cited_entries(sources: Iterable[str], knowledge_base: Any) -> Content:
+def cited_entries(sources: Iterable[str], knowledge_base: "KnowledgeBase | None") -> Content:
     """The FAQ entries a reply was grounded on: id and question (ids alone without the FAQ)."""
     lines = []
     for faq_id in sources:
@@ -59,7 +62,9 @@ def cited_entries(sources: Iterable[str], knowledge_base: Any) -> Content:
     return Content("Sources:\n" + "\n".join(lines)) if lines else Content("")
 
 
-def fact_warning(unsupported: Iterable[str], sources: list[str], knowledge_base: Any) -> Content:
+def fact_warning(
+    unsupported: Iterable[str], sources: list[str], knowledge_base: "KnowledgeBase | None"
+) -> Content:
     """Facts the reply made up, and the cited article's own words to trust instead."""
     unsupported = list(unsupported)
     if not unsupported:
@@ -75,7 +80,9 @@ def fact_warning(unsupported: Iterable[str], sources: list[str], knowledge_base:
 class MessageBubble(Vertical):
     """One message: who said it, the Markdown body, and a footer (sources, stopped, status)."""
 
-    def __init__(self, role: str, content: str = "", *, knowledge_base: Any = None) -> None:
+    def __init__(
+        self, role: str, content: str = "", *, knowledge_base: "KnowledgeBase | None" = None
+    ) -> None:
         super().__init__(classes=f"bubble {role}")
         self.role = role
         self._initial = content
@@ -151,7 +158,9 @@ class MessageBubble(Vertical):
 class MessageView(VerticalScroll, can_focus=True):
     """The scrollable conversation, anchored to the bottom while a reply streams."""
 
-    def __init__(self, *, knowledge_base: Any = None, id: str | None = None) -> None:  # noqa: A002
+    def __init__(
+        self, *, knowledge_base: "KnowledgeBase | None" = None, id: str | None = None
+    ) -> None:  # noqa: A002
         super().__init__(id=id)
         self.knowledge_base = knowledge_base
 
