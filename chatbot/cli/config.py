@@ -4,31 +4,18 @@ Precedence is flag > config file > built-in default. The file is TOML with top-l
 like the options (`gpu_layers = 24`, `flash_attn = true`, `threads = 2`, `model = "..."`).
 """
 
+import argparse
 import os
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import platformdirs
-
+from chatbot.cli.options import COMMON_OPTIONS
 from chatbot.errors import ChatbotError
-from converter.paths import APP_NAME
+from converter.paths import user_dir
 
 CONFIG_ENV = "CHATBOT_CONFIG"
-# Key -> the type its value must have (paths are given as strings).
-KEYS: dict[str, type] = {
-    "model": Path,
-    "db": Path,
-    "system": str,
-    "faq": Path,
-    "faq_confidence": float,
-    "handoff_reply": str,
-    "server": str,
-    "ctx": int,
-    "threads": int,
-    "gpu_layers": int,
-    "flash_attn": bool,
-}
+CONFIG_FILE = "config.toml"
 _DESCRIPTIONS = {
     str: "text in quotes",
     int: "a whole number",
@@ -37,12 +24,25 @@ _DESCRIPTIONS = {
 }
 
 
+def _value_type(options: dict[str, Any]) -> type:
+    """The type an option's value has: its argparse `type`, bool for a --x/--no-x flag."""
+    if options.get("action") is argparse.BooleanOptionalAction:
+        return bool
+    return options.get("type", str)
+
+
+# Key -> the type its value must have (paths are given as strings): one key per option that
+# every command takes, named as argparse names its value (`--gpu-layers` -> gpu_layers).
+KEYS: dict[str, type] = {
+    flag.removeprefix("--").replace("-", "_"): _value_type(options)
+    for flag, options in COMMON_OPTIONS
+}
+
+
 def config_path() -> Path:
-    """$CHATBOT_CONFIG, else config.toml in the user config folder."""
-    override = os.environ.get(CONFIG_ENV)
-    if override:
-        return Path(override)
-    return Path(platformdirs.user_config_dir(APP_NAME)) / "config.toml"
+    """$CHATBOT_CONFIG (the file itself), else config.toml in the user config folder."""
+    found = user_dir("config", CONFIG_ENV)
+    return found if os.environ.get(CONFIG_ENV) else found / CONFIG_FILE
 
 
 def load_config(path: Path | None = None) -> dict[str, Any]:
