@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import llama_cpp  # noqa: E402
 
+from chatbot.conversation.session import Session, TurnResult  # noqa: E402
 from chatbot.engines.base import GenerationOptions, GenerationStats  # noqa: E402
 from chatbot.engines.llama import LlamaEngine  # noqa: E402
-from chatbot.conversation.session import Session, TurnResult  # noqa: E402
 from chatbot.store.store import Store  # noqa: E402
 from converter.default_model import wheel_gguf  # noqa: E402
 from converter.errors import ConverterError  # noqa: E402

@@ -1,1 +1,1 @@
-"""The command line: the option table (config keys derive from it), the config file, the commands."""
+"""The command line: the option table (config keys derive from it), config file, commands."""

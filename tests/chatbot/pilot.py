@@ -3,8 +3,8 @@
 from collections.abc import Callable
 from pathlib import Path
 
-from chatbot.tui.app import ChatApp
 from chatbot.store.store import Store
+from chatbot.tui.app import ChatApp
 from chatbot.tui.widgets.conversation_list import ConversationItem
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import MessageBubble

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from chatbot.tui.app import ChatApp
 from chatbot.engines.base import GenerationOptions
-from chatbot.faq.knowledge_base import KnowledgeBase
 from chatbot.engines.llama import LlamaEngine
+from chatbot.faq.knowledge_base import KnowledgeBase
+from chatbot.store.store import Store
+from chatbot.tui.app import ChatApp
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportScreen
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.screens.rename import RenameScreen
-from chatbot.store.store import Store
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import HANDOFF_LABEL, MessageBubble
 from chatbot.tui.widgets.status_line import StatusLine

@@ -5,8 +5,8 @@ from pathlib import Path
 import pytest
 
 from chatbot.cli.commands import main
-from chatbot.cli.options import build_parser
 from chatbot.cli.config import config_path, load_config
+from chatbot.cli.options import build_parser
 
 
 def parse(argv: list[str]):

@@ -6,8 +6,8 @@ import pytest
 
 from chatbot.cli.commands import main
 from chatbot.errors import KnowledgeBaseError
-from chatbot.faq.knowledge_base import KnowledgeBase
 from chatbot.faq.evaluation import HANDOFF, LabelledQuestion, evaluate, load_questions
+from chatbot.faq.knowledge_base import KnowledgeBase
 
 GYM = [
     {"id": "hours", "question": "When is the gym open?", "answer": "6 am to 10 pm daily."},

@@ -8,7 +8,6 @@ import sys
 import numpy as np
 import pytest
 
-from chatbot.faq.knowledge_base import KnowledgeBase
 from chatbot.faq.embed import model_zip
 from chatbot.faq.index import (
     ANSWER_SENTENCE_CREDIT,
@@ -16,6 +15,7 @@ from chatbot.faq.index import (
     answer_sentences,
     index_file_for,
 )
+from chatbot.faq.knowledge_base import KnowledgeBase
 
 
 def write_kb(path, entries):
