@@ -10,6 +10,7 @@ a separate process).
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable
@@ -51,9 +52,10 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
 
     def load() -> Engine:
         if args.server:
-            from chatbot.engines.remote import RemoteEngine
+            from chatbot.engines.remote import API_KEY_ENV, RemoteEngine
 
-            return RemoteEngine(args.server)
+            api_key = args.api_key or os.environ.get(API_KEY_ENV) or None  # never stored
+            return RemoteEngine(args.server, api_key=api_key, proxy=args.server_proxy)
         from chatbot.engines.llama import LlamaEngine, check_model_file
         from chatbot.engines.offload import resolve_offload
 

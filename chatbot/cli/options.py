@@ -84,6 +84,15 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         },
     ),
     (
+        "--server-proxy",
+        {
+            "default": None,
+            "metavar": "URL",
+            "help": "reach --server through this HTTP proxy (default: none; the environment's "
+            "HTTP_PROXY and the like are ignored)",
+        },
+    ),
+    (
         "--ctx",
         {
             "type": int,
@@ -122,11 +131,26 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+# Options that are never config keys: a secret belongs in the environment, not in a file.
+SECRET_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--api-key",
+        {
+            "default": None,
+            "metavar": "KEY",
+            "help": "API key for a --server that needs one, sent as a Bearer token and never "
+            "stored (default: $CHATBOT_API_KEY, which other local users cannot see in the "
+            "process list, unlike this option)",
+        },
+    ),
+)
+
+
 def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
     """Add COMMON_OPTIONS; `suppress` keeps a sub-parser from overwriting a value given before
     the command with its default."""
     group = parser.add_argument_group("model and storage")
-    for flag, options in COMMON_OPTIONS:
+    for flag, options in (*COMMON_OPTIONS, *SECRET_OPTIONS):
         if suppress:
             options = {**options, "default": argparse.SUPPRESS}
         group.add_argument(flag, **options)

@@ -17,7 +17,14 @@ from typing import assert_never
 
 from chatbot.conversation.policy import AskModel, ReplyNow, TurnDecision, TurnPolicy
 from chatbot.conversation.repetition import RepetitionGuard
-from chatbot.engines.base import ChatMessage, Engine, GenerationOptions, GenerationStats, TextChunk
+from chatbot.engines.base import (
+    ChatMessage,
+    Engine,
+    GenerationOptions,
+    GenerationStats,
+    TextChunk,
+    token_timing,
+)
 from chatbot.errors import ChatbotError
 from chatbot.store.records import Message, TurnRecord
 from chatbot.store.store import Store
@@ -235,9 +242,10 @@ class Session:
         should_stop: Callable[[], bool],
     ) -> Iterator[TextChunk | TurnResult]:
         """Stream the reply, then save it (also when stopped or failed) and its latency row."""
-        cpu_start = time.process_time()
+        cpu_start, started = time.process_time(), time.perf_counter()
         guard = RepetitionGuard()
         stats: GenerationStats | None = None
+        first, pieces, failed = None, 0, False
         try:
             for item in self.engine.stream(
                 prompt, self.options, lambda: should_stop() or guard.looping
@@ -245,15 +253,22 @@ class Session:
                 if isinstance(item, GenerationStats):
                     stats = item
                 else:
+                    first, pieces = first or time.perf_counter(), pieces + 1
                     guard.add(item.text)
                     yield item
+        except Exception:
+            failed, stats = True, None  # what came is kept, as a stopped reply
+            raise
         finally:
             # Reached on normal end, on error and when the consumer closes the generator early.
             if guard.looping and stats is not None:
                 stats = replace(stats, stop_reason="repetition")
-            if guard.text or stats is not None:
-                reply = self._save_reply(guard.kept(), stats, asked)
-        if stats is None:
+            reply = self._save_reply(guard.kept(), stats, asked) if guard.text or stats else None
+            if failed:  # the latency log keeps failed turns too, with the time they took
+                failure = self._failed_stats(prompt, started, first, pieces)
+                cpu = time.process_time() - cpu_start
+                self.store.add_turn(self._turn_record(reply and reply.id, failure, cpu))
+        if stats is None or reply is None:
             raise ChatbotError("the engine ended without a reply")
         cpu = time.process_time() - cpu_start
         turn_id = self.store.add_turn(self._turn_record(reply.id, stats, cpu))
@@ -286,7 +301,29 @@ class Session:
             unsupported=unsupported,
         )
 
-    def _turn_record(self, message_id: int, stats: GenerationStats, cpu: float) -> TurnRecord:
+    def _failed_stats(
+        self, prompt: list[ChatMessage], started: float, first: float | None, pieces: int
+    ) -> GenerationStats:
+        """The latency row of a reply the engine failed in: what came, and when, until then."""
+        end = time.perf_counter()
+        ttft_ms, decode_tps = token_timing(started, first, end, pieces)
+        try:
+            prompt_tokens = self.engine.count_tokens(prompt)  # counted before: no new work
+        except ChatbotError:
+            prompt_tokens = 0
+        return GenerationStats(
+            prompt_tokens=prompt_tokens,
+            cached_tokens=0,
+            completion_tokens=pieces,
+            ttft_ms=ttft_ms,
+            decode_tps=decode_tps,
+            total_ms=(end - started) * 1000,
+            stop_reason="error",
+        )
+
+    def _turn_record(
+        self, message_id: int | None, stats: GenerationStats, cpu: float
+    ) -> TurnRecord:
         info = self.engine.info
         return TurnRecord(
             conversation_id=self.conversation_id,

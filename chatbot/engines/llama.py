@@ -11,10 +11,10 @@ import contextlib
 import ctypes
 import io
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import llama_cpp
@@ -28,8 +28,9 @@ from chatbot.engines.base import (
     TextChunk,
     token_timing,
 )
-from chatbot.errors import EngineError, ModelLoadError
 from chatbot.engines.offload import OffloadSettings
+from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
+from chatbot.errors import EngineError, ModelLoadError
 
 log = logging.getLogger("chatbot.llama")
 
@@ -173,13 +174,17 @@ class LlamaEngine:
         n_threads: int | None = None,
         *,
         offload: OffloadSettings | None = None,
+        tuning: Tuning | None = None,
     ):
         """Load the model; `offload` is the GGUF's plan with flags applied (CPU only when None)."""
         path = check_model_file(Path(model_path))
-        threads = n_threads or os.cpu_count() or 1
+        # No --threads: start from the cores idle now and keep adapting (chatbot.engines.threads).
+        tuning = tuning or Tuning()
+        threads = n_threads or start_threads(tuning)
         self.path = path
         self._lock = threading.Lock()
         self.llm = _load_chat_model(path, n_ctx, threads, offload)
+        self.tuner = ThreadTuner(self.llm.ctx, threads, fixed=bool(n_threads), tuning=tuning)
         metadata = self.llm.metadata
         self._formatter = self._chat_formatter(metadata)
         self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)
@@ -279,7 +284,10 @@ class LlamaEngine:
         reason = "length"
         if should_stop():
             reason, max_new = "cancelled", 0
-        generator = llm.generate(tokens, temp=options.temperature, top_p=options.top_p)
+        generator = self.tuner.timed(
+            llm.generate(tokens, temp=options.temperature, top_p=options.top_p),
+            prompt_tokens=len(tokens) - max(cached, 0),
+        )
         for token in generator if max_new else ():
             last = time.perf_counter()
             sampled += 1
@@ -301,6 +309,8 @@ class LlamaEngine:
         tail = decoder.decode(b"", final=True)
         if tail:
             yield TextChunk(tail)
+        # info.threads: the count used for most of this reply's tokens (the turn's record).
+        self.info = replace(self.info, threads=self.tuner.turn_threads())
         ttft_ms, decode_tps = token_timing(start, first if sampled else None, last, sampled)
         yield GenerationStats(
             prompt_tokens=len(tokens),

@@ -21,8 +21,9 @@ from pathlib import Path
 import llama_cpp
 import numpy as np
 
-from chatbot.errors import ModelLoadError
 from chatbot.engines.llama import load_llama
+from chatbot.engines.threads import idle_cores
+from chatbot.errors import ModelLoadError
 from converter.errors import ConverterError
 from converter.paths import cache_dir
 
@@ -33,8 +34,9 @@ ENCODER_ID = f"{MODEL_NAME}-{QUANT}"  # recorded in each FAQ index: vectors diff
 MEMBERS = ("config.json", "model.safetensors", "tokenizer.json")
 MAX_TOKENS = 128  # FAQ questions are short; longer text is cut, as sentence-transformers does
 # A dozen tokens: two threads embed in 2.2 ms against 3.4 ms for one (MiniLM Q8_0); more than
-# two only add synchronisation.
-THREADS = min(2, os.cpu_count() or 1)
+# two only add synchronisation. Fewer when fewer cores are idle at load: a thread without a
+# free core spins against a busy one (chatbot.engines.threads).
+MAX_THREADS = 2
 
 
 def model_zip() -> Path | None:
@@ -87,14 +89,15 @@ class SentenceEncoder:
     """MiniLM with mean pooling in llama.cpp, returning unit vectors (cosine = dot product)."""
 
     def __init__(self, path: Path):
+        self.threads = min(MAX_THREADS, idle_cores())
         self.llm = load_llama(
             path,
             embedding=True,
             pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
             n_ctx=MAX_TOKENS,
             n_batch=MAX_TOKENS,
-            n_threads=THREADS,
-            n_threads_batch=THREADS,
+            n_threads=self.threads,
+            n_threads_batch=self.threads,
         )
         self.dim = self.llm.n_embd()
         self._lock = threading.Lock()  # one llama.cpp context; the app embeds from workers

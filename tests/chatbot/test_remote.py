@@ -8,100 +8,33 @@ exit code 2 and that the user's message is still in the database.
 """
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
 
-from chatbot.engines.base import GenerationOptions, GenerationStats, TextChunk
-from chatbot.errors import EngineError
-from chatbot.engines.remote import RemoteEngine
 from chatbot.conversation.session import Session
+from chatbot.engines.base import GenerationOptions, GenerationStats, TextChunk
+from chatbot.engines.remote import RemoteEngine
+from chatbot.errors import EngineError
 from chatbot.store.store import Store
+from tests.chatbot.http_stub import (
+    Route,
+    chatbot,
+    delta,
+    free_port,
+    saved_messages,
+    sse,
+    stub_server,
+)
 
 QUESTION = "What is the capital of France?"
 THREADS = 2  # the same for the server and the embedded engine, so the arithmetic is the same
 SERVER_START_TIMEOUT_S = 180
-
-Route = tuple[int, str, bytes, float]  # status, content type, body, delay in seconds
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def sse(*events: object) -> bytes:
-    """A server-sent event stream of JSON events, ended like OpenAI's."""
-    return b"".join(f"data: {json.dumps(e)}\n\n".encode() for e in events) + b"data: [DONE]\n\n"
-
-
-def delta(text: str, finish: str | None = None) -> dict:
-    return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
-
-
-@contextmanager
-def stub_server(routes: dict[str, Route]) -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
-    """A real HTTP server on 127.0.0.1 answering fixed routes (404 elsewhere); logs requests."""
-    seen: list[tuple[str, str, bytes]] = []
-
-    class Handler(BaseHTTPRequestHandler):
-        def answer(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            seen.append((self.command, self.path, body))
-            status, kind, payload, delay = routes.get(self.path, (404, "text/plain", b"", 0.0))
-            time.sleep(delay)
-            try:
-                self.send_response(status)
-                self.send_header("Content-Type", kind)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-            except (BrokenPipeError, ConnectionResetError):
-                pass  # the client gave up waiting (the timeout test)
-
-        do_GET = do_POST = answer
-
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}", seen
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def chatbot(*args: str) -> subprocess.CompletedProcess:
-    """The real CLI in a child process: real exit code, stdout and stderr."""
-    return subprocess.run(
-        [sys.executable, "-m", "chatbot.cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-
-
-def saved_messages(db: Path) -> list[tuple[str, str]]:
-    store = Store(db)
-    try:
-        return [
-            (m.role, m.content) for c in store.list_conversations() for m in store.messages(c.id)
-        ]
-    finally:
-        store.close()
-
 
 # --- the real server, real model -------------------------------------------------------------
 
@@ -311,7 +244,7 @@ def test_vllm_style_usage_and_model_list(tmp_path):
     assert (stats.prompt_tokens, stats.cached_tokens, stats.completion_tokens) == (11, 8, 3)
     assert stats.stop_reason == "stop" and stats.ttft_ms > 0
     assert count == 4 + 2 * 6  # the server's count plus template overhead per message and reply
-    (request,) = [json.loads(body) for method, path, body in seen if path.endswith("completions")]
+    (request,) = [json.loads(r.body) for r in seen if r.path.endswith("completions")]
     assert request["model"] == "org/model-7b" and request["stream"] is True
     assert request["stream_options"] == {"include_usage": True}
     assert (request["max_tokens"], request["temperature"], request["seed"]) == (7, 0.0, 3)
@@ -326,7 +259,7 @@ def test_a_server_without_tokenizer_gets_an_estimate(tmp_path):
     assert first == 300 // 3 + 1 + 2 * 6
     assert engine.info.n_ctx == 1024 and engine.info.model == "m"
     # Both tokenize endpoints were tried once, then the estimate is used without asking again.
-    assert [path for _, path, _ in seen] == ["/v1/models", "/tokenize", "/extras/tokenize/count"]
+    assert [r.path for r in seen] == ["/v1/models", "/tokenize", "/extras/tokenize/count"]
 
 
 def test_bad_url_is_a_clear_error():
