@@ -107,7 +107,7 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "type": int,
             "default": None,
             "metavar": "N",
-            "help": "CPU threads for generation (default: all cores)",
+            "help": "fixed CPU threads for generation (default: idle cores, adapted to load)",
         },
     ),
     (
