@@ -177,16 +177,7 @@ class Session:
             self.conversation_id, "assistant", reply.text, handoff=reply.handoff
         )
         yield TextChunk(reply.text)
-        self.last_result = TurnResult(
-            conversation_id=self.conversation_id,
-            user_message_id=user.id,
-            assistant_message_id=answer.id,
-            answer=reply.text,
-            stopped=False,
-            stats=None,
-            handoff=reply.handoff,
-        )
-        yield self.last_result
+        yield self._result(user.id, answer)
 
     def _prompt(self, history: list[Message], newest: ChatMessage) -> list[ChatMessage]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -272,6 +263,21 @@ class Session:
             raise ChatbotError("the engine ended without a reply")
         cpu = time.process_time() - cpu_start
         turn_id = self.store.add_turn(self._turn_record(reply.id, stats, cpu))
+        yield self._result(
+            user_message_id, reply, stats, cpu_seconds=cpu, turn_id=turn_id, left_out=self._cut
+        )
+
+    def _result(
+        self,
+        user_message_id: int,
+        reply: Message,
+        stats: GenerationStats | None = None,
+        *,
+        cpu_seconds: float = 0.0,
+        turn_id: int | None = None,
+        left_out: int = 0,
+    ) -> TurnResult:
+        """The turn as saved, which `send` yields last and keeps as `last_result`."""
         self.last_result = TurnResult(
             conversation_id=self.conversation_id,
             user_message_id=user_message_id,
@@ -279,13 +285,14 @@ class Session:
             answer=reply.content,
             stopped=reply.stopped,
             stats=stats,
-            sources=asked.sources,
+            sources=reply.sources,
+            handoff=reply.handoff,
             unsupported=reply.unsupported,
-            cpu_seconds=cpu,
+            cpu_seconds=cpu_seconds,
             turn_id=turn_id,
-            history_left_out=self._cut,
+            history_left_out=left_out,
         )
-        yield self.last_result
+        return self.last_result
 
     def _save_reply(self, answer: str, stats: GenerationStats | None, asked: AskModel) -> Message:
         """Save the reply: stopped unless it ended by itself, with the facts its article lacks."""
