@@ -25,9 +25,13 @@ from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
 from chatbot.store.store import Store
 
+SERVE_API_KEY_ENV = "CHATBOT_API_KEY"  # `chatbot serve`'s key, kept out of the process list
+
 if TYPE_CHECKING:  # imported by the commands that need them: `chatbot history` starts at once
     from chatbot.conversation.policy import TurnPolicy
     from chatbot.faq.knowledge_base import KnowledgeBase
+    from chatbot.store.records import Handoff
+    from chatbot.store.stats import ModelStats
 
 
 def ensure_default_model() -> Path:
@@ -54,7 +58,7 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
         if args.server:
             from chatbot.engines.remote import API_KEY_ENV, RemoteEngine
 
-            api_key = args.api_key or os.environ.get(API_KEY_ENV) or None  # never stored
+            api_key = args.server_api_key or os.environ.get(API_KEY_ENV) or None  # never kept
             return RemoteEngine(args.server, api_key=api_key, proxy=args.server_proxy)
         from chatbot.engines.llama import LlamaEngine, check_model_file
         from chatbot.engines.offload import resolve_offload
@@ -196,16 +200,26 @@ def _minute(stamp: str) -> str:
     return stamp[:16].replace("T", " ")
 
 
-def cmd_history(args: argparse.Namespace, store: Store) -> int:
-    conversations = store.list_conversations(args.search)
+def _print_rows(args: argparse.Namespace, rows: list, empty: str, lines: Callable) -> int:
+    """A listing command's output: the rows as JSON with --json; else `lines(row)` for each
+    row, or `empty` when there is none."""
     if args.json:
-        _print_json([asdict(c) for c in conversations])
+        _print_json([asdict(row) for row in rows])
         return 0
-    if not conversations:
-        print("no conversations" + (" match" if args.search else " yet"))
-    for c in conversations:
-        print(f"{c.id:>5}  {_minute(c.updated_at)}  {c.title}")
+    if not rows:
+        print(empty)
+    for row in rows:
+        print("\n".join(lines(row)))
     return 0
+
+
+def cmd_history(args: argparse.Namespace, store: Store) -> int:
+    return _print_rows(
+        args,
+        store.list_conversations(args.search),
+        "no conversations" + (" match" if args.search else " yet"),
+        lambda c: [f"{c.id:>5}  {_minute(c.updated_at)}  {c.title}"],
+    )
 
 
 def cmd_export(args: argparse.Namespace, store: Store) -> int:
@@ -216,33 +230,77 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, store: Store) -> int:
-    stats = store.stats()
-    if args.json:
-        _print_json([asdict(s) for s in stats])
-        return 0
-    if not stats:
-        print("no turns logged yet")
-    for s in stats:
-        print(f"{s.model_file} ({s.quantization}): {s.turns} turns")
-        print(f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms")
-        print(f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s")
-        print(f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s")
-        if any(n for n, _ in s.threads):  # 0: a remote engine, no local threads
-            used = ", ".join(f"{n} ({c} turn{'s' if c != 1 else ''})" for n, c in s.threads)
-            print(f"  threads per turn: {used}")
-    return 0
+    return _print_rows(args, store.stats(), "no turns logged yet", _stats_lines)
+
+
+def _stats_lines(s: "ModelStats") -> list[str]:
+    lines = [
+        f"{s.model_file} ({s.quantization}): {s.turns} turns",
+        f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms",
+        f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s",
+        f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s",
+    ]
+    if any(n for n, _ in s.threads):  # 0: a remote engine, no local threads
+        used = ", ".join(f"{n} ({c} turn{'s' if c != 1 else ''})" for n, c in s.threads)
+        lines.append(f"  threads per turn: {used}")
+    return lines
 
 
 def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
-    handoffs = store.handoffs()
-    if args.json:
-        _print_json([asdict(h) for h in handoffs])
+    if args.resolve is not None:
+        done = store.resolve_handoff(args.resolve)
+        print(f"hand-off {done.message_id} (conversation {done.conversation_id}) is resolved")
         return 0
-    if not handoffs:
-        print("no hand-offs")
-    for h in handoffs:
-        print(f"{_minute(h.created_at)}  conversation {h.conversation_id}: {h.question}")
-    return 0
+    handoffs = store.handoffs(unresolved=args.open)
+    return _print_rows(args, handoffs, "no hand-offs", _handoff_lines)
+
+
+def _handoff_lines(h: "Handoff") -> list[str]:
+    """One hand-off: its id (for --resolve), state, and the conversation (`chatbot export ID`);
+    "customer" marks one that came through `chatbot serve`."""
+    state = "resolved" if h.resolved_at else "open"
+    who = "customer " if h.served else ""
+    return [
+        f"{h.message_id:>5}  {_minute(h.created_at)}  {state:<8}  "
+        f"{who}conversation {h.conversation_id}: {h.question}"
+    ]
+
+
+def serve_engine(args: argparse.Namespace) -> Engine:
+    """The engine every customer of `chatbot serve` shares. The embedded one writes one reply
+    at a time (its lock); the batched engine, decoding several at once, plugs in here."""
+    return engine_factory(args)()
+
+
+def cmd_serve(args: argparse.Namespace, store: Store) -> int:
+    from chatbot.serve.run import serve
+    from chatbot.serve.settings import ServeSettings
+    from chatbot.serve.turns import Backend
+
+    settings = ServeSettings(
+        host=args.host,
+        port=args.port,
+        api_key=args.api_key or os.environ.get(SERVE_API_KEY_ENV) or None,
+        parallel=args.parallel,
+        queue=args.queue,
+        cors_origins=tuple(args.cors_origin),
+    ).check()
+    if args.model is None and not args.server:
+        args.model = ensure_default_model()
+    kb = _knowledge_base(args)
+    engine = serve_engine(args)
+    backend = Backend(
+        engine,
+        store,
+        policy=_faq_policy(kb),
+        system_prompt=args.system,
+        temperature=_default_temperature(kb),
+        faq_entry=kb.entry if kb is not None else None,
+    )
+    try:
+        return serve(backend, settings, engine.info.model + (f", FAQ {args.faq}" if kb else ""))
+    finally:
+        engine.close()
 
 
 def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:
@@ -281,6 +339,7 @@ COMMANDS = {
     "export": cmd_export,
     "stats": cmd_stats,
     "handoffs": cmd_handoffs,
+    "serve": cmd_serve,
     "faq-eval": cmd_faq_eval,
 }
 
