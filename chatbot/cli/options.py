@@ -1,7 +1,7 @@
 """`chatbot`'s command line: the options, as data where they repeat, and one builder per command.
 
-Only argparse here; chatbot.cli.commands runs the commands. Options shared by every command are accepted
-before or after the command name.
+Only argparse here; chatbot.cli.commands runs the commands. Options shared by every command are
+accepted before or after the command name.
 """
 
 import argparse
@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from chatbot.engines.base import FAQ_TEMPERATURE, GenerationOptions  # the app's defaults too
+from chatbot.serve.settings import DEFAULT_PARALLEL, DEFAULT_PORT, DEFAULT_QUEUE
 
 EPILOG = """commands (run `chatbot COMMAND --help` for each):
   (none)     open the chat app
@@ -17,6 +18,7 @@ EPILOG = """commands (run `chatbot COMMAND --help` for each):
   export     print a conversation as Markdown or JSON
   stats      latency and CPU cost per model
   handoffs   questions the FAQ bot handed to a person
+  serve      serve customers: an OpenAI-compatible HTTP API and a web chat page
   faq-eval   measure FAQ retrieval and the hand-off threshold on your own questions
 """
 
@@ -134,13 +136,13 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 # Options that are never config keys: a secret belongs in the environment, not in a file.
 SECRET_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
     (
-        "--api-key",
+        "--server-api-key",
         {
             "default": None,
             "metavar": "KEY",
             "help": "API key for a --server that needs one, sent as a Bearer token and never "
-            "stored (default: $CHATBOT_API_KEY, which other local users cannot see in the "
-            "process list, unlike this option)",
+            "stored (default: $CHATBOT_SERVER_API_KEY, which other local users cannot see in "
+            "the process list, unlike this option)",
         },
     ),
 )
@@ -169,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_ask(commands)
     _add_history_and_export(commands)
     _add_faq_eval(commands)
+    _add_serve(commands)
     for name, text in (
         (
             "stats",
@@ -179,6 +182,14 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=text, description=text[0].upper() + text[1:] + ".")
         sub.add_argument("--json", action="store_true", help="print JSON")
+        if name == "handoffs":
+            sub.add_argument("--open", action="store_true", help="only those not yet resolved")
+            sub.add_argument(
+                "--resolve",
+                type=int,
+                metavar="ID",
+                help="mark hand-off ID resolved (the id listed)",
+            )
         _common(sub, suppress=True)
     return parser
 
@@ -257,3 +268,51 @@ def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
     faq_eval.add_argument("questions", type=Path, metavar="QUESTIONS", help="a JSONL file")
     faq_eval.add_argument("--json", action="store_true", help="print JSON")
     _common(faq_eval, suppress=True)
+
+
+def _add_serve(commands: argparse._SubParsersAction) -> None:
+    text = "serve customers: an OpenAI-compatible HTTP API and a web chat page"
+    sub = commands.add_parser(
+        "serve",
+        help=text,
+        description=text[0].upper() + text[1:] + ", on the same store, FAQ and model as the "
+        "app. Open http://HOST:PORT/ for the page; POST /v1/chat/completions for the API.",
+    )
+    sub.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to listen on (default: %(default)s, this machine only; any other "
+        "address needs --api-key)",
+    )
+    sub.add_argument("--port", type=int, default=DEFAULT_PORT, help="default: %(default)s")
+    sub.add_argument(
+        "--api-key",
+        default=None,
+        metavar="KEY",
+        help="require `Authorization: Bearer KEY` on the API (default: $CHATBOT_API_KEY, "
+        "which keeps the key out of the process list)",
+    )
+    sub.add_argument(
+        "--parallel",
+        type=int,
+        default=DEFAULT_PARALLEL,
+        metavar="N",
+        help="replies generated at once (default: %(default)s)",
+    )
+    sub.add_argument(
+        "--queue",
+        type=int,
+        default=DEFAULT_QUEUE,
+        metavar="N",
+        help="requests that may wait for a place; beyond, 503 with Retry-After "
+        "(default: %(default)s)",
+    )
+    sub.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        metavar="URL",
+        help="a site whose pages may call the API from the browser, like "
+        "https://shop.example (repeatable; default: none)",
+    )
+    _common(sub, suppress=True)

@@ -1,0 +1,193 @@
+// The chat page: sends the customer's message, streams the reply in, shows the cited help
+// article and a hand-off, and keeps the conversation id so a reload shows the conversation.
+// Every text from the server or the customer goes in with textContent, never as HTML.
+"use strict";
+
+const CONVERSATION = "chatbot.conversation";
+const API_KEY = "chatbot.apiKey";
+const log = document.getElementById("log");
+const form = document.getElementById("composer");
+const input = document.getElementById("message");
+const sendButton = document.getElementById("send");
+const status = document.getElementById("status");
+const keyForm = document.getElementById("key-form");
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function bubble(role, text) {
+  document.getElementById("hint")?.remove();
+  const node = element("div", `msg ${role}`);
+  node.append(element("p", "text", text));
+  log.append(node);
+  node.scrollIntoView({ block: "end" });
+  return node;
+}
+
+// The FAQ fields of a reply: the help article it cites, a hand-off, facts not in the article.
+function showOutcome(node, reply) {
+  for (const source of reply.sources || []) {
+    const aside = element("details", "source");
+    aside.append(element("summary", "", `From our help article: ${source.question || source.id}`));
+    if (source.answer) aside.append(element("p", "", source.answer));
+    node.append(aside);
+  }
+  if (reply.handoff) {
+    node.append(element("p", "handoff", "Passed to our support team: a person will get back to you."));
+  }
+  if (reply.unsupported_facts && reply.unsupported_facts.length) {
+    const facts = reply.unsupported_facts.join(", ");
+    node.append(element("p", "unsupported", `Not in the article, please check: ${facts}`));
+  }
+}
+
+function headers() {
+  const found = { "Content-Type": "application/json" };
+  const key = sessionStorage.getItem(API_KEY);
+  if (key) found.Authorization = `Bearer ${key}`;
+  return found;
+}
+
+async function errorText(response) {
+  if (response.status === 503) {
+    const wait = response.headers.get("Retry-After") || "a few";
+    return `We are busy right now; please try again in ${wait} seconds.`;
+  }
+  try {
+    return (await response.json()).error.message;
+  } catch {
+    return `The server answered ${response.status}.`;
+  }
+}
+
+// Server-sent events from a fetch body: yields each event's data (a JSON text or "[DONE]").
+async function* events(response) {
+  const reader = response.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    const parts = buffer.split(/\r?\n\r?\n/);
+    buffer = parts.pop();
+    for (const part of parts) {
+      const data = part
+        .split(/\r?\n/)
+        .filter((line) => line.startsWith("data:"))
+        .map((line) => line.slice(5).replace(/^ /, ""))
+        .join("\n");
+      if (data) yield data;
+    }
+  }
+}
+
+async function send(text) {
+  bubble("user", text);
+  const reply = bubble("assistant", "");
+  const replyText = reply.querySelector(".text");
+  reply.classList.add("streaming");
+  const body = { messages: [{ role: "user", content: text }], stream: true };
+  const conversation = localStorage.getItem(CONVERSATION);
+  if (conversation) body.conversation_id = conversation;
+  const response = await fetch("/v1/chat/completions", {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify(body),
+  });
+  if (!response.ok) {
+    if (response.status === 401) keyForm.hidden = false;
+    if (response.status === 404) localStorage.removeItem(CONVERSATION);
+    reply.classList.add("error");
+    replyText.textContent = await errorText(response);
+    return;
+  }
+  localStorage.setItem(CONVERSATION, response.headers.get("X-Conversation-Id"));
+  for await (const data of events(response)) {
+    if (data === "[DONE]") break;
+    const event = JSON.parse(data);
+    if (event.error) {
+      reply.classList.add("error");
+      replyText.textContent = event.error.message;
+      break;
+    }
+    const choice = (event.choices || [])[0];
+    if (choice && choice.delta && choice.delta.content) {
+      replyText.textContent += choice.delta.content;
+      reply.scrollIntoView({ block: "end" });
+    }
+    if (choice && choice.finish_reason) showOutcome(reply, event);
+  }
+}
+
+// A reload: show the conversation this browser had, as the server saved it.
+async function restore() {
+  const conversation = localStorage.getItem(CONVERSATION);
+  if (!conversation) return;
+  const response = await fetch(`/v1/conversations/${encodeURIComponent(conversation)}`, {
+    headers: headers(),
+  });
+  if (response.status === 404) {
+    localStorage.removeItem(CONVERSATION);
+    return;
+  }
+  if (!response.ok) {
+    if (response.status === 401) keyForm.hidden = false;
+    status.textContent = await errorText(response);
+    return;
+  }
+  for (const message of (await response.json()).messages) {
+    const node = bubble(message.role, message.content);
+    if (message.role === "assistant") showOutcome(node, message);
+  }
+}
+
+form.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const text = input.value.trim();
+  if (!text) return;
+  input.value = "";
+  sendButton.disabled = true;
+  status.textContent = "";
+  try {
+    await send(text);
+  } catch (error) {
+    status.textContent = `Could not reach the server (${error.message}).`;
+  } finally {
+    log.querySelectorAll(".streaming").forEach((node) => node.classList.remove("streaming"));
+    sendButton.disabled = false;
+    input.focus();
+  }
+});
+
+input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey) {
+    event.preventDefault();
+    form.requestSubmit();
+  }
+});
+
+document.getElementById("new-chat").addEventListener("click", () => {
+  localStorage.removeItem(CONVERSATION);
+  const hint = element("p", "hint", "A new conversation: ask us anything.");
+  hint.id = "hint";
+  log.replaceChildren(hint);
+  input.focus();
+});
+
+keyForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  sessionStorage.setItem(API_KEY, document.getElementById("key").value);
+  keyForm.hidden = true;
+  restore();
+});
+
+fetch("/health")
+  .then((response) => response.json())
+  .then((health) => { input.maxLength = health.max_message_chars; })
+  .catch(() => {});
+restore();
