@@ -39,7 +39,9 @@ DEFAULT_N_CTX = 2048
 # Chat-template tokens around each message when counting by text (ChatML adds about 5).
 MESSAGE_OVERHEAD_TOKENS = 6
 CHARS_PER_TOKEN = 3  # the last-resort estimate, on the safe (high) side for English text
-API_KEY_ENV = "CHATBOT_API_KEY"
+# Not CHATBOT_API_KEY: that is the key `chatbot serve` asks of its own clients, which must never
+# be forwarded to the server behind it.
+API_KEY_ENV = "CHATBOT_SERVER_API_KEY"
 _KEY_CHARS = frozenset(string.ascii_letters + string.digits + string.punctuation)
 
 
@@ -248,7 +250,7 @@ class RemoteEngine:
             hint = (
                 "; check the API key"
                 if self._has_key
-                else f"; the server may need an API key: set {API_KEY_ENV} or pass --api-key"
+                else f"; the server may need an API key: set {API_KEY_ENV} or pass --server-api-key"
             )
         raise EngineError(
             f"{self.base_url}{via} answered HTTP {response.status_code}: "
@@ -294,7 +296,7 @@ def _checked_key(key: str) -> str:
     """The API key if it can go in a header; the error never shows it."""
     if not set(key) <= _KEY_CHARS:
         raise EngineError(
-            f"the API key (--api-key or {API_KEY_ENV}) has spaces, control characters or "
+            f"the API key (--server-api-key or {API_KEY_ENV}) has spaces, control characters or "
             "non-ASCII characters; give the key exactly as the server's operator issued it"
         )
     return key

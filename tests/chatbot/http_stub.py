@@ -67,7 +67,8 @@ def delta(text: str, finish: str | None = None) -> dict:
 
 @contextmanager
 def stub_server(routes: dict[str, Reply | Route]) -> Iterator[tuple[str, list[Request]]]:
-    """Serve `routes` (404 elsewhere) until the block ends; yields the URL and the requests."""
+    """Serve `routes` (path "*": every other path; else 404) until the block ends; yields the
+    URL and the requests."""
     seen: list[Request] = []
     replies = {path: r if isinstance(r, Reply) else Reply(*r) for path, r in routes.items()}
 
@@ -76,7 +77,7 @@ def stub_server(routes: dict[str, Reply | Route]) -> Iterator[tuple[str, list[Re
             body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
             request = Request(self.command, self.path, body, dict(self.headers.items()))
             seen.append(request)
-            reply = replies.get(request.path, Reply(404, "text/plain"))
+            reply = replies.get(request.path) or replies.get("*", Reply(404, "text/plain"))
             time.sleep(reply.delay)
             try:
                 self.send_response(reply.status)
