@@ -25,8 +25,6 @@ from chatbot.errors import ChatbotError, ModelLoadError
 from chatbot.paths import data_dir
 from chatbot.store.store import Store
 
-SERVE_API_KEY_ENV = "CHATBOT_API_KEY"  # `chatbot serve`'s key, kept out of the process list
-
 if TYPE_CHECKING:  # imported by the commands that need them: `chatbot history` starts at once
     from chatbot.conversation.policy import TurnPolicy
     from chatbot.faq.knowledge_base import KnowledgeBase
@@ -273,34 +271,29 @@ def serve_engine(args: argparse.Namespace) -> Engine:
 
 
 def cmd_serve(args: argparse.Namespace, store: Store) -> int:
-    from chatbot.serve.run import serve
+    from chatbot.serve.run import listen, serve
     from chatbot.serve.settings import ServeSettings
     from chatbot.serve.turns import Backend
 
-    settings = ServeSettings(
-        host=args.host,
-        port=args.port,
-        api_key=args.api_key or os.environ.get(SERVE_API_KEY_ENV) or None,
-        parallel=args.parallel,
-        queue=args.queue,
-        cors_origins=tuple(args.cors_origin),
-    ).check()
-    if args.model is None and not args.server:
-        args.model = ensure_default_model()
-    kb = _knowledge_base(args)
-    engine = serve_engine(args)
-    backend = Backend(
-        engine,
-        store,
-        policy=_faq_policy(kb),
-        system_prompt=args.system,
-        temperature=_default_temperature(kb),
-        faq_entry=kb.entry if kb is not None else None,
-    )
-    try:
-        return serve(backend, settings, engine.info.model + (f", FAQ {args.faq}" if kb else ""))
-    finally:
-        engine.close()
+    settings = ServeSettings.from_args(args).check()
+    with listen(settings.host, settings.port) as sock:  # a taken port fails before loading
+        if args.model is None and not args.server:
+            args.model = ensure_default_model()
+        kb = _knowledge_base(args)
+        engine = serve_engine(args)
+        backend = Backend(
+            engine,
+            store,
+            policy=_faq_policy(kb),
+            system_prompt=args.system,
+            temperature=_default_temperature(kb),
+            faq_entry=kb.entry if kb is not None else None,
+        )
+        try:
+            faq = f", FAQ {args.faq}" if kb is not None else ""
+            return serve(backend, settings, sock, engine.info.model + faq)
+        finally:
+            engine.close()
 
 
 def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:

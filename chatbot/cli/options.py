@@ -308,6 +308,14 @@ def _add_serve(commands: argparse._SubParsersAction) -> None:
         "(default: %(default)s)",
     )
     sub.add_argument(
+        "--max-tokens",
+        type=int,
+        default=GenerationOptions.max_tokens,
+        metavar="N",
+        help="longest reply in tokens: what a request gets unless it asks for fewer "
+        "(default: %(default)s)",
+    )
+    sub.add_argument(
         "--cors-origin",
         action="append",
         default=[],

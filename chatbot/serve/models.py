@@ -81,11 +81,11 @@ class ChatRequest(BaseModel):
             )
         return text
 
-    def reply_tokens(self, default: int, limit: int) -> int:
-        """max_tokens as asked (or the default); ApiError outside 1..limit."""
+    def reply_tokens(self, limit: int) -> int:
+        """max_tokens as asked (else the limit); ApiError outside 1..limit."""
         asked = self.max_tokens if self.max_tokens is not None else self.max_completion_tokens
         if asked is None:
-            return min(default, limit)
+            return limit
         if not 1 <= asked <= limit:
             raise ApiError(400, f"max_tokens must be between 1 and {limit}, got {asked}")
         return asked

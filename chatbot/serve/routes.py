@@ -63,7 +63,7 @@ def conversation_of(state: ServeState, token: str) -> int:
 def options_for(chat: ChatRequest, state: ServeState) -> GenerationOptions:
     settings, backend = state.settings, state.backend
     return GenerationOptions(
-        max_tokens=chat.reply_tokens(GenerationOptions.max_tokens, settings.max_reply_tokens),
+        max_tokens=chat.reply_tokens(settings.max_reply_tokens),
         temperature=backend.temperature if chat.temperature is None else chat.temperature,
         top_p=GenerationOptions.top_p if chat.top_p is None else chat.top_p,
         seed=chat.seed,

@@ -24,9 +24,9 @@ def listen(host: str, port: int) -> socket.socket:
         ) from exc
 
 
-def serve(backend: Backend, settings: ServeSettings, describe: str) -> int:
-    """Serve until Ctrl-C (or SIGTERM); `describe` is the engine and FAQ, for the start line."""
-    sock = listen(settings.host, settings.port)
+def serve(backend: Backend, settings: ServeSettings, sock: socket.socket, describe: str) -> int:
+    """Serve on `sock` (from `listen`) until Ctrl-C or SIGTERM; `describe` names the engine and
+    the FAQ for the start line."""
     host, port = sock.getsockname()[:2]
     shown = f"[{host}]" if ":" in host else host
     print(

@@ -1,17 +1,20 @@
 """What `chatbot serve` is started with, and the bind rule that keeps customers' chats private."""
 
+import argparse
 import ipaddress
+import os
 from dataclasses import dataclass
 
+from chatbot.engines.base import GenerationOptions
 from chatbot.errors import ChatbotError
 
+API_KEY_ENV = "CHATBOT_API_KEY"  # the key customers' clients send; kept out of the process list
 DEFAULT_PORT = 8080
 DEFAULT_PARALLEL = 4
 DEFAULT_QUEUE = 16
 # A customer message longer than this is refused (400): a 4,096-token context holds about
 # 12,000 characters, and the history and the reply need most of it.
 MAX_MESSAGE_CHARS = 4000
-MAX_REPLY_TOKENS = 1024  # the largest max_tokens a request may ask for
 MAX_BODY_BYTES = 1 << 20  # a request body, a full messages list included
 
 
@@ -26,8 +29,21 @@ class ServeSettings:
     queue: int = DEFAULT_QUEUE
     cors_origins: tuple[str, ...] = ()
     max_message_chars: int = MAX_MESSAGE_CHARS
-    max_reply_tokens: int = MAX_REPLY_TOKENS
+    max_reply_tokens: int = GenerationOptions.max_tokens  # a request's default and its limit
     max_body_bytes: int = MAX_BODY_BYTES
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> "ServeSettings":
+        """The settings `chatbot serve`'s flags give (the key: --api-key, else $CHATBOT_API_KEY)."""
+        return cls(
+            host=args.host,
+            port=args.port,
+            api_key=args.api_key or os.environ.get(API_KEY_ENV) or None,
+            parallel=args.parallel,
+            queue=args.queue,
+            cors_origins=tuple(args.cors_origin),
+            max_reply_tokens=args.max_tokens,
+        )
 
     def check(self) -> "ServeSettings":
         """Self, or ChatbotError for settings that would fail or expose customers' chats."""
@@ -35,6 +51,8 @@ class ServeSettings:
             raise ChatbotError(f"--port must be between 0 and 65535, got {self.port}")
         if self.parallel < 1:
             raise ChatbotError(f"--parallel must be at least 1, got {self.parallel}")
+        if self.max_reply_tokens < 1:
+            raise ChatbotError(f"--max-tokens must be at least 1, got {self.max_reply_tokens}")
         if self.queue < 0:
             raise ChatbotError(f"--queue must be 0 or more, got {self.queue}")
         if self.api_key is not None and not self.api_key.strip():
