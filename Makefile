@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install model chat faq test test-fast bench lint format clean
+.PHONY: install model browser chat faq test test-fast bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,18 @@ chat: model  ## The main job: the chat app on the default model.
 faq: model  ## The FAQ bot on the sample store FAQ (data/faq/store_faq.jsonl).
 	$(BIN)/chatbot --faq data/faq/store_faq.jsonl
 
-test: model  ## Every test, the slow end-to-end ones on the real model included.
+# Debian's Chromium, which the web page test drives through Playwright (Playwright's own browser
+# download cannot work offline). Installed with apt-get as root, only when missing.
+browser:
+	@if ! command -v chromium >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+		else \
+			echo "warning: chromium is missing and only root can install it (apt-get install chromium); the web page test will be skipped"; \
+		fi; \
+	fi
+
+test: model browser  ## Every test, the slow end-to-end ones on the real model included.
 	$(BIN)/pytest
 
 test-fast: install
