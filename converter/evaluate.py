@@ -7,8 +7,6 @@ makes the two numbers directly comparable. torch and transformers are imported o
 Hugging Face functions: `converter eval` on a GGUF never loads them.
 """
 
-import functools
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -20,11 +18,12 @@ import numpy as np
 from converter.errors import ConverterError
 from converter.paths import PROJECT_DATA
 
-DEFAULT_CTX = 512
+# llama-perplexity's default window: scores compare with llama.cpp's own tool. Not the chat
+# context (converter.gguf_keys.CHAT_CTX), which sizes the KV cache a conversation runs in.
+PERPLEXITY_CTX = 512
 DEFAULT_EVAL_TEXT = PROJECT_DATA / "eval" / "heldout.txt"
 
 LogitsFn = Callable[[Sequence[int]], np.ndarray]
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -112,7 +111,7 @@ def perplexity(logits_fn: LogitsFn, tokens: TokenizedText, ctx: int) -> Perplexi
 class GgufLogits:
     """A llama.cpp instance that returns every position's logits (its own, never the chat one)."""
 
-    def __init__(self, gguf_path: Path, ctx: int = DEFAULT_CTX):
+    def __init__(self, gguf_path: Path, ctx: int = PERPLEXITY_CTX):
         self.llm = _load(gguf_path, n_ctx=ctx, n_batch=ctx, logits_all=True)
         self.ctx_train = self.llm._model.n_ctx_train()
 
@@ -125,7 +124,9 @@ class GgufLogits:
         self.llm.close()
 
 
-def gguf_perplexity(gguf_path: Path, tokens: TokenizedText, ctx: int = DEFAULT_CTX) -> Perplexity:
+def gguf_perplexity(
+    gguf_path: Path, tokens: TokenizedText, ctx: int = PERPLEXITY_CTX
+) -> Perplexity:
     """Perplexity of a GGUF through llama.cpp; ctx is capped at the model's training context."""
     probe = GgufLogits(gguf_path, ctx)
     try:
@@ -155,7 +156,7 @@ def hf_logits_fn(checkpoint: Path) -> LogitsFn:
     return logits
 
 
-def hf_perplexity(checkpoint: Path, tokens: TokenizedText, ctx: int = DEFAULT_CTX) -> Perplexity:
+def hf_perplexity(checkpoint: Path, tokens: TokenizedText, ctx: int = PERPLEXITY_CTX) -> Perplexity:
     """Perplexity of a Hugging Face checkpoint on the same token windows as `gguf_perplexity`."""
     return perplexity(hf_logits_fn(checkpoint), tokens, ctx)
 
@@ -181,7 +182,7 @@ def decode_speed(gguf_path: Path, n_tokens: int = 128) -> float:
 
 
 def evaluate(
-    gguf_path: Path, text: str, ctx: int = DEFAULT_CTX, speed_tokens: int = 128
+    gguf_path: Path, text: str, ctx: int = PERPLEXITY_CTX, speed_tokens: int = 128
 ) -> EvalResult:
     """Perplexity on `text` and decode speed of one GGUF: what `converter eval` reports."""
     tokens = tokenize_gguf(gguf_path, text)
@@ -198,9 +199,11 @@ def _load(gguf_path: Path, **kwargs):
     """A quiet llama.cpp instance on every core; a clear error when the file will not load."""
     import llama_cpp
 
+    from converter import llama_log
+
     if not Path(gguf_path).is_file():
         raise ConverterError(f"{gguf_path} does not exist: give the path of a .gguf file")
-    llama_cpp.llama_log_set(_log_callback(), None)
+    llama_log.install()
     threads = n_threads()
     try:
         return llama_cpp.Llama(
@@ -214,15 +217,3 @@ def _load(gguf_path: Path, **kwargs):
         raise ConverterError(
             f"llama.cpp could not load {gguf_path} ({exc}); is it a complete GGUF file?"
         ) from exc
-
-
-@functools.cache
-def _log_callback():
-    """Route llama.cpp's own log lines to Python logging (DEBUG) instead of the terminal."""
-    import llama_cpp
-
-    @llama_cpp.llama_log_callback
-    def route(_level: int, text: bytes, _user_data: object) -> None:
-        log.debug("llama.cpp: %s", text.decode("utf-8", errors="replace").rstrip())
-
-    return route

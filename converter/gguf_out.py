@@ -2,14 +2,12 @@
 
 Tensor infos (names, shapes, types) go into the header first; then each tensor is loaded,
 converted and written on its own, so peak memory stays near one tensor rather than the model.
-The file is written under a hidden temporary name in the output folder and renamed into place
-only when complete: an error, Ctrl-C or a kill never leaves a half-written file at the output.
+The file is written through converter.files.atomic_output: an error, Ctrl-C or a kill never
+leaves a half-written file at the output, nor a temporary file for long.
 """
 
 import contextlib
-import os
-import secrets
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,6 +17,7 @@ import numpy as np
 from tqdm import tqdm
 
 from converter.errors import OutputError
+from converter.files import atomic_output
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +29,6 @@ FLOAT_TYPES: dict[str, gguf.GGMLQuantizationType] = {
     "BF16": gguf.GGMLQuantizationType.BF16,
 }
 _ITEM_BYTES = {"F32": 4, "F16": 2, "BF16": 2}
-TEMP_SUFFIX = ".partial"
 
 
 @dataclass(frozen=True)
@@ -46,42 +44,6 @@ def tensor_type(spec: TensorSpec, float_type: str) -> str:
     """Norms, biases and other 1-D tensors stay F32 (llama.cpp expects them so); matrices
     take the requested float type."""
     return "F32" if len(spec.shape) == 1 else float_type
-
-
-def temp_path_for(dest: Path, tag: str = "") -> Path:
-    """A hidden sibling of `dest`, unique to this process, that a rename can move into place."""
-    return dest.with_name(f".{dest.name}{tag}.{os.getpid()}-{secrets.token_hex(4)}{TEMP_SUFFIX}")
-
-
-@contextlib.contextmanager
-def atomic_output(dest: Path, tag: str = "") -> Iterator[Path]:
-    """Yield a temp path to write; rename it to `dest` on success, delete it on any failure."""
-    remove_stale_temps(dest)
-    temp = temp_path_for(dest, tag)
-    try:
-        yield temp
-        os.replace(temp, dest)
-    except BaseException:
-        temp.unlink(missing_ok=True)
-        raise
-
-
-def remove_stale_temps(dest: Path) -> None:
-    """Delete temp files a killed run left beside `dest` (their process no longer exists)."""
-    for temp in dest.parent.glob(f".{dest.name}*{TEMP_SUFFIX}"):
-        pid_part = temp.name.removesuffix(TEMP_SUFFIX).rsplit(".", 1)[-1].split("-")[0]
-        if pid_part.isdigit() and not _alive(int(pid_part)):
-            temp.unlink(missing_ok=True)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def write_gguf(

@@ -8,9 +8,7 @@ from typing import Any
 import gguf
 
 from converter.errors import SourceError
-
-# Keys this project writes into its own namespace (offload plan, pruning record, ...).
-PROJECT_PREFIX = "chatbot."
+from converter.gguf_keys import PROJECT_PREFIX, file_type_name
 
 
 @dataclass
@@ -56,7 +54,7 @@ def read_summary(path: Path) -> GGUFSummary:
         tensor_count=len(reader.tensors),
         parameter_count=int(sum(t.n_elements for t in reader.tensors)),
         tensor_types=dict(Counter(t.tensor_type.name for t in reader.tensors).most_common()),
-        file_type=_file_type_name(file_type),
+        file_type=file_type_name(file_type) if file_type is not None else None,
         tokenizer_model=field_value(reader, gguf.Keys.Tokenizer.MODEL),
         tokenizer_pre=field_value(reader, gguf.Keys.Tokenizer.PRE),
         vocab_size=len(tokens.data) if tokens is not None else 0,
@@ -80,16 +78,7 @@ def field_value(reader: gguf.GGUFReader, key: str) -> Any:
     return found.contents() if found is not None else None
 
 
-def _file_type_name(value: int | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        return gguf.LlamaFileType(value).name.removeprefix("MOSTLY_")
-    except ValueError:
-        return str(value)
-
-
-def format_summary(summary: GGUFSummary) -> str:
+def format_info(summary: GGUFSummary) -> str:
     """The summary as aligned lines for a terminal."""
     types = ", ".join(f"{name} x{count}" for name, count in summary.tensor_types.items())
     rows = [

@@ -17,8 +17,11 @@ import llama_cpp
 import numpy as np
 from tqdm import tqdm
 
+from converter import llama_log
 from converter.errors import QuantizationError
-from converter.gguf_out import FLOAT_TYPES, atomic_output
+from converter.files import atomic_output
+from converter.gguf_out import FLOAT_TYPES
+from converter.llama_log import ErrorLines
 
 # Name -> llama_ftype, as llama.cpp's quantize tool spells them.
 QUANT_TYPES: dict[str, int] = {
@@ -54,9 +57,7 @@ QUANT_TYPES: dict[str, int] = {
 NEEDS_IMATRIX = frozenset({"IQ3_XXS", "IQ2_XS", "IQ2_XXS", "IQ2_S", "IQ1_M", "IQ1_S", "Q2_K_S"})
 # Every output type the converter accepts: float types are written directly, not quantized.
 ALL_TYPES: tuple[str, ...] = (*FLOAT_TYPES, *QUANT_TYPES)
-# Log callbacks left installed after an interruption: C may still call them, so keep them alive.
-_INTERRUPTED_CALLBACKS: list = []
-_GGML_ERROR = 4  # ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5
+_PROGRESS = re.compile(r"^\[\s*\d+/\s*\d+\]")  # "[  3/ 29] blk.0.attn_q.weight - ..."
 
 
 def check_quant(quant: str, *, has_imatrix: bool = False) -> str:
@@ -99,7 +100,7 @@ def quantize_gguf(
     params.nthread = threads or 0
     keep = [_set_imatrix(params, imatrix or {}), _set_tensor_types(params, tensor_types or [])]
     n_tensors = len(gguf.GGUFReader(src).tensors)
-    with atomic_output(dst) as temp, _captured_log(n_tensors, show_progress) as log:
+    with atomic_output(dst) as temp, _quantizer_log(n_tensors, show_progress) as log:
         code = _run(src, temp, params)
         if code != 0 or not temp.exists():
             raise QuantizationError(
@@ -171,21 +172,16 @@ def _run(src: Path, dst: Path, params) -> int:
     return result[0] if result else 1
 
 
-class _LogCapture:
-    """Collects llama.cpp's messages during a quantization: errors for the user, progress."""
+class _QuantizerLog:
+    """Listens to llama.cpp while it quantizes: a progress bar tick per tensor, the errors."""
 
     def __init__(self, bar: tqdm) -> None:
         self.bar = bar
-        self.errors: list[str] = []
-        self.quiet = False
+        self.errors = ErrorLines()
 
-    def __call__(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        if self.quiet:
-            return
-        line = text.decode("utf-8", "replace").strip()
-        if level == _GGML_ERROR and line:
-            self.errors.append(line)
-        if re.match(r"^\[\s*\d+/\s*\d+\]", line):
+    def __call__(self, level: int, line: str) -> None:
+        self.errors(level, line)
+        if _PROGRESS.match(line):
             self.bar.update(1)
 
     def reason(self) -> str:
@@ -198,24 +194,8 @@ class _LogCapture:
 
 
 @contextlib.contextmanager
-def _captured_log(n_tensors: int, show_progress: bool) -> Iterator[_LogCapture]:
-    """Route llama.cpp's log to us while quantizing; put back whatever was there before."""
-    old_callback = llama_cpp.llama_log_callback()
-    old_user_data = ctypes.c_void_p()
-    llama_cpp.llama_log_get(ctypes.byref(old_callback), ctypes.byref(old_user_data))
+def _quantizer_log(n_tensors: int, show_progress: bool) -> Iterator[_QuantizerLog]:
     with tqdm(total=n_tensors, desc="Quantizing", unit="tensor", disable=not show_progress) as bar:
-        capture = _LogCapture(bar)
-        callback = llama_cpp.llama_log_callback(capture)
-        llama_cpp.llama_log_set(callback, ctypes.c_void_p(0))
-        interrupted = False
-        try:
-            yield capture
-        except (KeyboardInterrupt, SystemExit):
-            interrupted = True
-            raise
-        finally:
-            if interrupted:  # the quantizer thread may still log while the process exits
-                capture.quiet = True
-                _INTERRUPTED_CALLBACKS.append(callback)
-            else:
-                llama_cpp.llama_log_set(old_callback, old_user_data)
+        listener = _QuantizerLog(bar)
+        with llama_log.listen(listener):
+            yield listener

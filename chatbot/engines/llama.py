@@ -3,13 +3,12 @@
 Each turn renders the whole conversation with the GGUF's own chat template and tokenizes it;
 `Llama.generate` then evaluates only the tokens after the longest prefix already in the
 context, so a growing conversation costs its new tokens, not its length. llama.cpp's log goes
-to Python logging (logger "chatbot.llama"), never to the terminal a TUI is drawing on.
+to Python logging (logger "llama.cpp", converter.llama_log), never to the terminal a TUI draws on.
 """
 
 import codecs
 import contextlib
 import ctypes
-import io
 import logging
 import threading
 import time
@@ -31,6 +30,8 @@ from chatbot.engines.base import (
 from chatbot.engines.offload import OffloadSettings
 from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
 from chatbot.errors import EngineError, ModelLoadError
+from converter import llama_log
+from converter.gguf_keys import CHAT_CTX, file_type_name
 
 log = logging.getLogger("chatbot.llama")
 
@@ -42,54 +43,6 @@ CHATML_TEMPLATE = (
     "{{ message['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-# ggml.h: NONE 0, DEBUG 1, INFO 2, WARN 3, ERROR 4, CONT 5 (llama_cpp._logger maps an older order).
-_LEVELS = {1: logging.DEBUG, 2: logging.INFO, 3: logging.WARNING, 4: logging.ERROR}
-
-
-class _LlamaLog:
-    """llama.cpp log callback: joins fragments into lines and hands them to Python logging."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._buffer = ""
-        self._level = logging.DEBUG
-        self.first_error = ""  # the first ERROR line since a load began, to explain a failure
-        self.callback = llama_cpp.llama_log_callback(self._receive)
-
-    def _receive(self, level: int, text: bytes, _user_data: ctypes.c_void_p) -> None:
-        with self._lock:
-            if level != 5:  # 5 = continuation of the previous message
-                self._emit(self._buffer)
-                self._buffer = ""
-                self._level = _LEVELS.get(level, logging.DEBUG)
-            self._buffer += text.decode("utf-8", errors="replace")
-            *lines, self._buffer = self._buffer.split("\n")
-            for line in lines:
-                self._emit(line)
-
-    def _emit(self, line: str) -> None:
-        if line.strip():
-            log.log(self._level, "%s", line)
-            if self._level >= logging.ERROR and not self.first_error:
-                self.first_error = line.strip()
-
-    def flush(self) -> None:
-        with self._lock:
-            self._emit(self._buffer)
-            self._buffer = ""
-
-
-class _LogWriter(io.TextIOBase):
-    """A text stream for llama-cpp-python's own load-time prints, sent to Python logging."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            log.debug("%s", text.rstrip())
-        return len(text)
-
-
-_LLAMA_LOG = _LlamaLog()
-llama_cpp.llama_log_set(_LLAMA_LOG.callback, ctypes.c_void_p(0))
 
 
 def check_model_file(path: Path) -> Path:
@@ -120,10 +73,7 @@ def quantization_name(metadata: dict[str, str]) -> str:
     value = metadata.get("general.file_type")
     if value is None or not str(value).isdigit():
         return "unknown"
-    for name in dir(llama_cpp):
-        if name.startswith("LLAMA_FTYPE_") and getattr(llama_cpp, name) == int(value):
-            return name.removeprefix("LLAMA_FTYPE_").removeprefix("MOSTLY_").removeprefix("ALL_")
-    return f"type {value}"
+    return file_type_name(int(value))
 
 
 def load_llama(path: Path, **params: object) -> llama_cpp.Llama:
@@ -133,13 +83,16 @@ def load_llama(path: Path, **params: object) -> llama_cpp.Llama:
     verbose=True with its Python prints redirected keeps the terminal untouched. The returned
     model has verbose switched off again: no prints per call either.
     """
+    errors = llama_log.ErrorLines()
     try:
-        _LLAMA_LOG.first_error = ""
-        with contextlib.redirect_stderr(_LogWriter()), contextlib.redirect_stdout(_LogWriter()):
+        with (
+            llama_log.listen(errors),
+            contextlib.redirect_stderr(llama_log.PrintsToLog()),
+            contextlib.redirect_stdout(llama_log.PrintsToLog()),
+        ):
             llm = llama_cpp.Llama(model_path=str(path), verbose=True, **params)
     except (ValueError, RuntimeError, OSError) as exc:
-        _LLAMA_LOG.flush()
-        why = _LLAMA_LOG.first_error or str(exc)
+        why = errors.first or str(exc)
         raise ModelLoadError(
             f"llama.cpp cannot load {path} ({why}); the file may be truncated or of an "
             "unsupported architecture: convert it again with `converter`"
@@ -170,7 +123,7 @@ class LlamaEngine:
     def __init__(
         self,
         model_path: str | Path,
-        n_ctx: int = 4096,
+        n_ctx: int = CHAT_CTX,
         n_threads: int | None = None,
         *,
         offload: OffloadSettings | None = None,

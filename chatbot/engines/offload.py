@@ -14,13 +14,14 @@ from pathlib import Path
 
 from chatbot.errors import ModelLoadError
 
-# The converter writes these (converter.offload imports them): this module is their reader.
-KEY_PREFIX = "chatbot.offload."
-KEY_N_GPU_LAYERS = KEY_PREFIX + "n_gpu_layers"
-KEY_OFFLOAD_KQV = KEY_PREFIX + "offload_kqv"
-KEY_FLASH_ATTN = KEY_PREFIX + "flash_attn"
-KEY_N_CTX = KEY_PREFIX + "n_ctx"
-KEY_GPU_MEMORY = KEY_PREFIX + "gpu_memory"
+# The converter writes the plan under these keys and owns their names; this module reads them.
+from converter.gguf_keys import (
+    KEY_FLASH_ATTN,
+    KEY_GPU_MEMORY,
+    KEY_N_CTX,
+    KEY_N_GPU_LAYERS,
+    KEY_OFFLOAD_KQV,
+)
 
 # GGUF value types: struct format of the fixed-size ones; 8 is a string, 9 an array.
 _SCALAR = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q"}

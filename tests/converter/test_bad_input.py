@@ -22,13 +22,16 @@ from tests.tiny_models import tiny_model
 TINY = "llama-spm"
 
 
-def run_cli(*args: str | Path, timeout: float = 120) -> subprocess.CompletedProcess:
+def run_cli(
+    *args: str | Path, timeout: float = 120, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
     """`python -m converter ARGS` in a subprocess, as a user runs it."""
     return subprocess.run(
         [sys.executable, "-m", "converter", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=env,
     )
 
 
@@ -155,7 +158,7 @@ def test_output_equal_to_input(src, target):
     assert {p.name: p.read_bytes() for p in src.iterdir()} == before
 
 
-def _start_and_catch(out: Path) -> subprocess.Popen:
+def _start_and_catch(out: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start converting the wide model; return once a temp file shows writing has begun.
     Q8_0: written, then quantized, with no calibration pass before the first write."""
     model = tiny_model("llama-wide")
@@ -164,6 +167,7 @@ def _start_and_catch(out: Path) -> subprocess.Popen:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=env,
     )
     deadline = time.monotonic() + 120
     while not list(out.parent.glob(f".{out.name}*.partial")):
@@ -185,6 +189,24 @@ def test_killed_conversion_leaves_no_output(out_dir):
     assert sorted(p.name for p in out_dir.iterdir()) == ["m.gguf"]
 
 
+def test_killed_conversion_is_cleaned_by_a_later_run_to_another_name(out_dir, tmp_path):
+    """SIGKILL runs no cleanup: the next conversion, whatever its output name, removes the
+    dead run's temporary files (they are recorded in the ledger under the cache folder)."""
+    env = {**os.environ, "CHATBOT_CACHE_DIR": str(tmp_path / "cache")}
+    proc = _start_and_catch(out_dir / "killed.gguf", env)
+    proc.kill()
+    proc.wait(timeout=30)
+    left = [p.name for p in out_dir.iterdir()]
+    assert left and all(name.endswith(".partial") for name in left)  # what the kill left
+    other = tmp_path / "other"
+    other.mkdir()
+    result = run_cli(tiny_model(TINY), "-o", other / "m.gguf", "--quant", "F16", "-q", env=env)
+    assert result.returncode == 0, result.stderr
+    assert list(out_dir.iterdir()) == []
+    assert [p.name for p in other.iterdir()] == ["m.gguf"]
+    assert list((tmp_path / "cache" / "partials").iterdir()) == []
+
+
 def test_ctrl_c_exits_130_and_cleans_up(out_dir):
     out = out_dir / "m.gguf"
     proc = _start_and_catch(out)
@@ -199,7 +221,7 @@ def test_ctrl_c_that_a_library_turns_into_another_error_still_exits_130(monkeypa
     """torch can turn the KeyboardInterrupt raised inside it into its own error ("could not
     determine the shape of object type"), which the reader reports as a tensor it could not
     read: the converter still exits 130, as for any Ctrl-C."""
-    from converter.cli.commands import commands as cli
+    from converter.cli import commands as cli
     from converter.errors import ConverterError
 
     def interrupted_read(_args):

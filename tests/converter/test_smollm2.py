@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from converter.evaluate import (
-    DEFAULT_CTX,
     DEFAULT_EVAL_TEXT,
+    PERPLEXITY_CTX,
     GgufLogits,
     gguf_perplexity,
     hf_logits_fn,
@@ -34,8 +34,8 @@ def hf_logits(smollm2_checkpoint):
 
 def test_f32_logits_match_transformers(smollm2_gguf, hf_logits, heldout_text, measurement):
     path = smollm2_gguf("F32")
-    window = token_windows(tokenize_gguf(path, heldout_text), DEFAULT_CTX)[0]
-    gguf = GgufLogits(path, DEFAULT_CTX)
+    window = token_windows(tokenize_gguf(path, heldout_text), PERPLEXITY_CTX)[0]
+    gguf = GgufLogits(path, PERPLEXITY_CTX)
     try:
         ours = gguf(window)
     finally:
@@ -59,9 +59,9 @@ def test_perplexity_f16_and_q4_k_m(smollm2_gguf, hf_logits, heldout_text, measur
     tokens = tokenize_gguf(f16, heldout_text)
     assert tokenize_gguf(q4, heldout_text) == tokens
 
-    reference = perplexity(hf_logits, tokens, DEFAULT_CTX)
-    ppl_f16 = gguf_perplexity(f16, tokens, DEFAULT_CTX)
-    ppl_q4 = gguf_perplexity(q4, tokens, DEFAULT_CTX)
+    reference = perplexity(hf_logits, tokens, PERPLEXITY_CTX)
+    ppl_f16 = gguf_perplexity(f16, tokens, PERPLEXITY_CTX)
+    ppl_q4 = gguf_perplexity(q4, tokens, PERPLEXITY_CTX)
 
     assert ppl_f16.n_scored == ppl_q4.n_scored == reference.n_scored >= 2000
     line = (
