@@ -18,7 +18,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -26,8 +26,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import gguf  # noqa: E402
 
 from converter import evaluate  # noqa: E402
-from converter.pipeline import ConvertOptions, convert  # noqa: E402
 from converter.default_model import ensure_default_checkpoint  # noqa: E402
+from converter.options import ConvertOptions, OptimizeOptions, QuantizeOptions  # noqa: E402
+from converter.pipeline import convert  # noqa: E402
 
 
 @dataclass
@@ -68,21 +69,25 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def build(checkpoint: Path, folder: Path, args: argparse.Namespace) -> list[Row]:
     """Convert the four variants; the pruned one prints its plan as it goes."""
+    calibration = OptimizeOptions(calibration=tuple(args.calibration))
+    pruning = replace(
+        calibration, prune_layers=args.prune_layers, prune_ffn=args.prune_ffn,
+        heal_steps=args.heal_steps, device="cpu",
+    )  # fmt: skip
     variants = {
         "F16": ConvertOptions(quant="F16"),
-        "Q4_K_M": ConvertOptions(quant="Q4_K_M", use_imatrix=False),
-        "Q4_K_M+imatrix": ConvertOptions(quant="Q4_K_M", calibration=args.calibration),
+        "Q4_K_M": ConvertOptions(quant="Q4_K_M", quantize=QuantizeOptions(use_imatrix=False)),
+        "Q4_K_M+imatrix": ConvertOptions(quant="Q4_K_M", optimize=calibration),
         "Q4_K_M pruned+healed": ConvertOptions(
-            quant="Q4_K_M", prune_layers=args.prune_layers, prune_ffn=args.prune_ffn,
-            heal_steps=args.heal_steps, device="cpu", say=print, show_progress=True,
-            calibration=args.calibration,
+            quant="Q4_K_M", optimize=pruning, show_progress=True
         ),
-    }  # fmt: skip
+    }
     rows = []
     for name, options in variants.items():
         print(f"building {name} ...", flush=True)
         start = time.perf_counter()
-        result = convert(checkpoint, folder / f"{name.replace(' ', '_')}.gguf", options)
+        out = folder / f"{name.replace(' ', '_')}.gguf"
+        result = convert(checkpoint, out, options, say=print)
         row = Row(name, result.output, time.perf_counter() - start)
         print(f"  {name}: {row.seconds:.0f}s, timings {result.report.timings_s}", flush=True)
         rows.append(row)

@@ -13,19 +13,19 @@ from pathlib import Path
 
 import gguf
 
-# The chatbot reads the plan: its module owns the key names (light, no llama.cpp at import).
-from chatbot.engines.offload import (
+from converter.errors import ConverterError, OutputError, SourceError
+from converter.files import atomic_output
+from converter.gguf_keys import (
+    CHAT_CTX,
     KEY_FLASH_ATTN,
     KEY_GPU_MEMORY,
     KEY_N_CTX,
     KEY_N_GPU_LAYERS,
     KEY_OFFLOAD_KQV,
 )
-from converter.errors import ConverterError, OutputError, SourceError
-from converter.gguf_out import atomic_output
 from converter.info import field_value, open_gguf
+from converter.options import check_ctx
 
-DEFAULT_CTX = 4096
 CTX_PAD = 256  # llama_context pads n_ctx to this
 N_UBATCH = 512  # llama-cpp-python's default physical batch: sizes the compute buffer
 KV_ELEMENT_BYTES = 2  # F16 K and V, llama.cpp's default cache type
@@ -45,13 +45,6 @@ def parse_size(text: str) -> int:
         raise ConverterError(f"cannot read memory size {text!r}; write it like 8GiB, 512MiB or 8G")
     power = " KMGT".index(match.group(2).upper() or " ")
     return int(float(match.group(1)) * 1024**power)
-
-
-def check_ctx(n_ctx: int) -> int:
-    """A context length the plan can use, or a ConverterError."""
-    if n_ctx <= 0:
-        raise ConverterError(f"--ctx must be a positive number of tokens, not {n_ctx}")
-    return n_ctx
 
 
 def format_bytes(n: int) -> str:
@@ -227,7 +220,7 @@ def usable_bytes(gpu_memory: int) -> int:
     return max(0, int(gpu_memory * (1 - RESERVED_SHARE)) - RESERVED_BYTES)
 
 
-def plan_offload(model: ModelFigures, gpu_memory: int, n_ctx: int = DEFAULT_CTX) -> OffloadPlan:
+def plan_offload(model: ModelFigures, gpu_memory: int, n_ctx: int = CHAT_CTX) -> OffloadPlan:
     """Offload as many layers as fit, preferring the KV cache on the GPU.
 
     With the KV cache on the GPU each layer costs more; if keeping it on the CPU lets more layers
@@ -262,16 +255,16 @@ def _most_layers(model: ModelFigures, budget: int, n_ctx: int, offload_kqv: bool
     return 0
 
 
-def plan_file(path: Path, gpu_memory: int, n_ctx: int = DEFAULT_CTX) -> OffloadPlan:
+def plan_file(path: Path, gpu_memory: int, n_ctx: int = CHAT_CTX) -> OffloadPlan:
     """The plan for a GGUF file on a card of `gpu_memory` bytes."""
     return plan_offload(read_figures(path), gpu_memory, n_ctx)
 
 
-def record_plan(path: Path, gpu_memory: int, n_ctx: int = DEFAULT_CTX) -> dict[str, object]:
-    """Plan for `path` and store it in the file's own metadata; the report's section."""
+def record_plan(path: Path, gpu_memory: int, n_ctx: int = CHAT_CTX) -> OffloadPlan:
+    """Plan for `path` and store it in the file's own metadata."""
     plan = plan_file(path, gpu_memory, n_ctx)
     write_plan_metadata(path, path, plan)
-    return {"summary": plan.summary, **plan.to_dict()}
+    return plan
 
 
 def format_plan(plan: OffloadPlan) -> str:

@@ -6,12 +6,18 @@ import time
 from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converter.errors import OutputError
-from converter.gguf_out import atomic_output
+from converter.files import atomic_output
+
+if TYPE_CHECKING:
+    from converter.evaluate import EvalResult
+    from converter.offload import OffloadPlan
+    from converter.optimize.prune import LayerPlan
+    from converter.vocab import VocabSummary
 
 _BLOCK = re.compile(r"^blk\.\d+\.")
 
@@ -28,9 +34,52 @@ class Timings(dict[str, float]):
             self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
-@dataclass
+@dataclass(frozen=True)
+class Change:
+    """A count before and after a step (parameters, block parameters)."""
+
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class HealRecord:
+    """The distillation after pruning: steps and the KL divergence at its start and end."""
+
+    steps: int
+    kl_first: float
+    kl_last: float
+
+
+@dataclass(frozen=True)
+class Pruning:
+    """What pruning removed: the plan per block of the unpruned model, and healing."""
+
+    plan: list["LayerPlan"]
+    block_parameters: Change
+    heal: HealRecord | None
+
+
+@dataclass(frozen=True)
+class Optimization:
+    """What the torch steps (converter.optimize) did."""
+
+    calibration_tokens: int
+    imatrix: bool  # the quantizer was given an importance matrix
+    pruning: Pruning | None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """Perplexity and decode speed of the unpruned and the written model, same quantization."""
+
+    before: "EvalResult"
+    after: "EvalResult"
+
+
+@dataclass(frozen=True)
 class Report:
-    """Everything a conversion learned; sections other steps add go into `extra`."""
+    """Everything a conversion learned, built once from what its steps returned."""
 
     source: str
     architecture: str
@@ -42,10 +91,32 @@ class Report:
     types_by_kind: dict[str, dict[str, int]]
     sizes: dict[str, int]
     timings_s: dict[str, float]
-    extra: dict[str, Any] = field(default_factory=dict)
+    vocab: "VocabSummary"
+    offload: "OffloadPlan | None" = None
+    optimization: Optimization | None = None
+    parameters: Change | None = None  # the whole model's, when the torch steps ran
+    evaluation: Evaluation | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON layout: the table's fields, then the steps' sections under "extra"."""
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in _SECTIONS}
+        return {**data, "extra": self._sections()}
+
+    def _sections(self) -> dict[str, Any]:
+        sections: dict[str, Any] = {"vocab": asdict(self.vocab)}
+        if self.offload is not None:
+            sections["offload"] = {"summary": self.offload.summary, **self.offload.to_dict()}
+        opt = self.optimization
+        if opt is not None:
+            section: dict[str, Any] = {"calibration_tokens": opt.calibration_tokens}
+            if opt.pruning is not None:
+                section |= {k: v for k, v in asdict(opt.pruning).items() if v is not None}
+            sections |= {"optimize": section, "imatrix": opt.imatrix}
+        if self.parameters is not None:
+            sections["parameters"] = asdict(self.parameters)
+        if self.evaluation is not None:
+            sections["evaluation"] = asdict(self.evaluation)
+        return sections
 
     def write_json(self, path: Path) -> None:
         """Write atomically, so a reader never sees half a report."""
@@ -55,7 +126,7 @@ class Report:
             temp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
 
     def format_table(self) -> str:
-        """A few aligned lines: sizes, types per tensor kind, timings."""
+        """A few aligned lines: sizes, types per tensor kind, timings, then what changed."""
         mb = {key: f"{value / 1e6:.1f} MB" for key, value in self.sizes.items()}
         lines = [
             f"{self.source} ({self.architecture}) -> {self.output} [{self.quant}]",
@@ -67,7 +138,32 @@ class Report:
             counts = ", ".join(f"{name} x{count}" for name, count in types.items())
             lines.append(f"  {kind:<22} {counts}")
         lines.append("  time: " + ", ".join(f"{k} {v:.2f}s" for k, v in self.timings_s.items()))
-        return "\n".join(lines)
+        return "\n".join(lines + self._changes())
+
+    def _changes(self) -> list[str]:
+        """Before/after lines: parameters, importance matrix, perplexity and speed, offload."""
+        lines = []
+        if self.parameters is not None:
+            lines.append(f"  parameters {self.parameters.before:,} -> {self.parameters.after:,}")
+        pruning = self.optimization.pruning if self.optimization else None
+        if pruning is not None:
+            blocks = pruning.block_parameters
+            lines.append(f"  block parameters {blocks.before:,} -> {blocks.after:,}")
+        imatrix = self.optimization is not None and self.optimization.imatrix
+        lines.append(f"  importance matrix: {'yes' if imatrix else 'no'}")
+        if self.evaluation is not None:
+            for when in ("before", "after"):
+                e = getattr(self.evaluation, when)
+                lines.append(
+                    f"  {when:<6} size {e.file_bytes / 1e6:.1f} MB, perplexity "
+                    f"{e.perplexity.value:.3f}, decode {e.tokens_per_s:.1f} tokens/s"
+                )
+        if self.offload is not None:
+            lines.append(f"  offload plan: {self.offload.summary}")
+        return lines
+
+
+_SECTIONS = frozenset({"vocab", "offload", "optimization", "parameters", "evaluation"})
 
 
 def tensor_kind(name: str) -> str:

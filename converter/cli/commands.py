@@ -15,9 +15,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+from converter.cli.optimize_args import add_optimize_arguments, optimize_options, quantize_options
 from converter.errors import ConverterError
-from converter.optimize.run import format_summary
-from converter.cli.optimize_args import add_optimize_arguments, optimize_options
+from converter.gguf_keys import CHAT_CTX
+from converter.options import ConvertOptions, OffloadOptions, check_ctx
 from converter.paths import DEFAULT_QUANT
 
 Builder = Callable[[argparse._SubParsersAction], None]
@@ -84,32 +85,27 @@ def _convert_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_convert(args: argparse.Namespace) -> int:
-    from converter.pipeline import ConvertOptions, convert
+    from converter.pipeline import convert
 
+    gpu_memory = _gpu_memory(args)
     options = ConvertOptions(
         quant=args.quant,
         allow_pickle=args.allow_pickle,
         report_path=args.report,
         show_progress=not args.quiet and sys.stderr.isatty(),
-        threads=args.threads,
-        gpu_memory=_gpu_memory(args),
-        ctx=args.ctx,
-        say=None if args.quiet else print,
-        **optimize_options(args),
+        evaluate=args.evaluate,
+        quantize=quantize_options(args),
+        optimize=optimize_options(args),
+        offload=OffloadOptions(gpu_memory, args.ctx) if gpu_memory is not None else None,
     )
-    result = convert(args.source, args.output, options)
+    result = convert(args.source, args.output, options, say=None if args.quiet else print)
     if not args.quiet:
         print(result.report.format_table())
-        print(format_summary(result.report.extra))
-        if "offload" in result.report.extra:
-            print(f"  offload plan: {result.report.extra['offload']['summary']}")
     print(result.output)
     return 0
 
 
 def _add_plan_options(parser: argparse.ArgumentParser, *, required: bool) -> None:
-    from converter.offload import DEFAULT_CTX
-
     parser.add_argument(
         "--gpu-memory",
         required=required,
@@ -120,14 +116,15 @@ def _add_plan_options(parser: argparse.ArgumentParser, *, required: bool) -> Non
     parser.add_argument(
         "--ctx",
         type=int,
-        default=DEFAULT_CTX,
+        default=CHAT_CTX,
         metavar="N",
-        help=f"context in tokens the plan sizes the KV cache for (default {DEFAULT_CTX})",
+        help=f"context in tokens the plan sizes the KV cache for (default {CHAT_CTX}, the "
+        "chatbot's own)",
     )
 
 
 def _gpu_memory(args: argparse.Namespace) -> int | None:
-    from converter.offload import check_ctx, parse_size
+    from converter.offload import parse_size
 
     check_ctx(args.ctx)  # before converting, not after
     return parse_size(args.gpu_memory) if args.gpu_memory is not None else None
@@ -174,10 +171,10 @@ def _info_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_info(args: argparse.Namespace) -> int:
-    from converter.info import format_summary, read_summary
+    from converter.info import format_info, read_summary
 
     summary = read_summary(args.file)
-    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_summary(summary))
+    print(json.dumps(summary.to_dict(), indent=2) if args.json else format_info(summary))
     return 0
 
 

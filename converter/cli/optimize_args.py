@@ -1,15 +1,16 @@
 """Command-line flags for calibration, pruning, healing, imatrix and per-tensor types.
 
-Kept beside converter.optimize.run so converter.cli.commands stays a list of subcommands; importing this
-module loads no torch.
+Kept apart so converter.cli.commands stays a list of subcommands; importing this module loads no
+torch.
 """
 
 import argparse
 from pathlib import Path
 from typing import Any
 
-from converter.optimize.device import DEVICES
 from converter.errors import ConverterError
+from converter.optimize.device import DEVICES
+from converter.options import OptimizeOptions, QuantizeOptions
 
 # The flags as data: (flag, add_argument keywords).
 OPTIMIZE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -20,8 +21,8 @@ OPTIMIZE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
             "action": "append",
             "default": [],
             "metavar": "FILE",
-            "help": "calibration text (repeatable; default data/calibration/calibration.txt); "
-            "never the evaluation text",
+            "help": "calibration text (repeatable; default: every .txt file in "
+            "data/calibration); never the evaluation text",
         },
     ),
     (
@@ -118,21 +119,27 @@ def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
         group.add_argument(flag, **options)
 
 
-def optimize_options(args: argparse.Namespace) -> dict[str, Any]:
-    """ConvertOptions fields from the parsed flags."""
-    return {
-        "calibration": list(args.calibration),
-        "prune_layers": args.prune_layers,
-        "prune_ffn": args.prune_ffn,
-        "prune_heads": args.prune_heads,
-        "prune": args.prune,
-        "per_layer": args.per_layer,
-        "heal_steps": args.heal_steps,
-        "device": args.device,
-        "use_imatrix": not args.no_imatrix,
-        "tensor_types": [parse_tensor_type(item) for item in args.tensor_type],
-        "evaluate": args.evaluate,
-    }
+def optimize_options(args: argparse.Namespace) -> OptimizeOptions:
+    """Calibration, pruning and healing, from the parsed flags."""
+    return OptimizeOptions(
+        calibration=tuple(args.calibration),
+        prune_layers=args.prune_layers,
+        prune_ffn=args.prune_ffn,
+        prune_heads=args.prune_heads,
+        prune=args.prune,
+        per_layer=args.per_layer,
+        heal_steps=args.heal_steps,
+        device=args.device,
+    )
+
+
+def quantize_options(args: argparse.Namespace) -> QuantizeOptions:
+    """The quantizer's threads, importance matrix and per-tensor types, from the parsed flags."""
+    return QuantizeOptions(
+        threads=args.threads,
+        tensor_types=tuple(parse_tensor_type(item) for item in args.tensor_type),
+        use_imatrix=not args.no_imatrix,
+    )
 
 
 def parse_tensor_type(item: str) -> tuple[str, str]:

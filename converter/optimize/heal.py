@@ -88,11 +88,8 @@ def heal(
     seed: int = 0,
     progress: bool = True,
 ) -> HealResult:
-    """Train `student` in place to match `teacher` on random crops of the calibration text."""
-    if steps < 0:
-        raise ConverterError(f"--heal-steps {steps}: give a number of steps >= 0")
-    if batch_size < 1:
-        raise ConverterError(f"healing batch size {batch_size}: give a batch size >= 1")
+    """Train `student` in place to match `teacher` on random crops of the calibration text
+    (`steps` was checked by converter.options)."""
     start = time.perf_counter()
     result = HealResult(steps=steps, seconds=0.0)
     if steps == 0:

@@ -17,8 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from converter.optimize.calibrate import CalibrationStats
 from converter.errors import ConverterError
+from converter.optimize.calibrate import CalibrationStats
+from converter.options import kv_groups_removed
 
 if TYPE_CHECKING:
     from converter.checkpoint import Checkpoint
@@ -115,26 +116,6 @@ class Shape:
         return int(min(self.ffn, max(g, round(width / g) * g)))
 
 
-def check_request(shape: Shape, layers: int, ffn_ratio: float, heads: float) -> int:
-    """Refuse impossible requests before any work; returns KV groups to remove per block."""
-    if not 0 <= layers < shape.n_layers:
-        raise ConverterError(
-            f"--prune-layers {layers}: the model has {shape.n_layers} blocks; "
-            f"remove between 0 and {shape.n_layers - 1}"
-        )
-    if not 0.0 <= ffn_ratio < 1.0:
-        raise ConverterError(f"--prune-ffn {ffn_ratio}: give a ratio from 0 to below 1, e.g. 0.2")
-    if heads < 0 or (heads >= 1 and heads != int(heads)):
-        raise ConverterError(f"--prune-heads {heads}: give a whole number of groups or a ratio < 1")
-    groups = int(heads) if heads >= 1 else round(heads * shape.kv_heads)
-    if groups >= shape.kv_heads:
-        raise ConverterError(
-            f"--prune-heads {heads}: blocks have {shape.kv_heads} KV-head groups; "
-            f"remove at most {shape.kv_heads - 1} per block"
-        )
-    return groups
-
-
 def neuron_scores(model: nn.Module, stats: CalibrationStats, layer: int) -> np.ndarray:
     """Activation x weight norm of every FFN neuron of one block."""
     down = model.model.layers[layer].mlp.down_proj.weight.detach().float()
@@ -158,9 +139,10 @@ def make_plan(
     heads: float = 0.0,
     per_layer: bool = False,
 ) -> PrunePlan:
-    """The blocks, neurons and head groups to remove; per_layer lets widths differ (deci)."""
+    """The blocks, neurons and head groups to remove; per_layer lets widths differ (deci).
+    The request was checked against the model by converter.options."""
     shape = Shape.of(model)
-    groups = check_request(shape, layers, ffn_ratio, heads)
+    groups = kv_groups_removed(heads, shape.kv_heads)
     dropped = set(np.argsort(stats.block_influence, kind="stable")[:layers].tolist())
     kept = [i for i in range(shape.n_layers) if i not in dropped]
     ffn = {i: neuron_scores(model, stats, i) for i in kept}
@@ -272,11 +254,6 @@ def _update_config(config, plan: PrunePlan, shape: Shape) -> None:
         config.layer_intermediate_sizes = [lp.ffn for lp in kept]
         config.layer_num_attention_heads = [lp.heads for lp in kept]
         config.layer_num_key_value_heads = [lp.kv_heads for lp in kept]
-
-
-def block_parameters(model: nn.Module) -> int:
-    """Parameters inside the transformer blocks (what pruning removes)."""
-    return sum(p.numel() for p in model.model.layers.parameters())
 
 
 def pruned_checkpoint(model: nn.Module, source_config: dict, tokenizer_dir) -> "Checkpoint":

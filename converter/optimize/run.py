@@ -1,103 +1,95 @@
-"""The torch half of a conversion: calibrate, prune, heal, and the importance matrix.
+"""The torch half of a conversion: calibrate, prune, refit, heal, and the importance matrix.
 
-Runs between loading the checkpoint and writing the GGUF when the options ask for pruning,
-healing or an importance matrix (on by default below 8 bits). Everything the user can get wrong
-(ratios, block counts, calibration text) is checked before any output is written.
+converter.pipeline runs it between loading the checkpoint and writing the GGUF when the options
+ask for pruning, healing or an importance matrix (on by default below 8 bits). It takes a
+checkpoint and returns a checkpoint (pruned, or the same) plus what it learned; it never writes
+a file and never calls back into the pipeline. The options were checked by converter.options.
 """
 
 import copy
-import math
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from converter.errors import ConverterError
+from converter.options import OptimizeOptions
+from converter.report import Change, HealRecord, Optimization, Pruning, Timings
 
 if TYPE_CHECKING:
-    from converter.checkpoint import Checkpoint
-    from converter.pipeline import ConvertOptions
-    from converter.report import Timings
+    import numpy as np
+    import torch
+    from torch import nn
 
-HIGH_PRECISION = frozenset({"F32", "F16", "BF16", "Q8_0"})  # no importance matrix needed
+    from converter.checkpoint import Checkpoint
+    from converter.optimize.calibrate import CalibrationStats
+
 # Quantizing alone needs only the importance matrix, and 24 windows (12k tokens) spread over
 # the calibration text give it (like llama-imatrix --chunks): perplexity within noise of the
 # whole 53k-token corpus, in a quarter of the time. Pruning, the refit and healing use it all.
 IMATRIX_ONLY_WINDOWS = 24
 
+Say = Callable[[str], None]
+Imatrix = dict[str, "np.ndarray"]
+
 
 @dataclass
 class Optimized:
-    """A checkpoint ready to write, its importance matrix, and what the torch steps learned."""
+    """A checkpoint ready to write, its importance matrices (GGUF names) and the record."""
 
     checkpoint: "Checkpoint"
-    imatrix: dict | None  # GGUF names, for the written model
-    unpruned_imatrix: dict | None = None  # HF names, for the unpruned model
-    info: dict[str, Any] = field(default_factory=dict)
+    imatrix: Imatrix | None  # for the written model
+    unpruned_imatrix: Imatrix | None  # for the unpruned model, when evaluated beside it
+    record: Optimization
 
 
-def pruning_requested(options: "ConvertOptions") -> bool:
-    return bool(options.prune_layers or options.prune_ffn or options.prune_heads or options.prune)
+@dataclass(frozen=True)
+class _Run:
+    """How this run goes: the options, whether an imatrix is wanted, where progress goes."""
+
+    options: OptimizeOptions
+    imatrix: bool
+    progress: bool
+    timings: Timings
+    say: Say
 
 
-def wants_imatrix(options: "ConvertOptions") -> bool:
-    """On by default when quantizing below 8 bits; --no-imatrix turns it off."""
-    return options.use_imatrix and options.quant.upper() not in HIGH_PRECISION
+@dataclass
+class _Pruned:
+    """What pruning and healing made of the torch model."""
 
-
-def wanted(options: "ConvertOptions") -> bool:
-    """Whether the conversion needs the torch model at all."""
-    return pruning_requested(options) or options.heal_steps > 0 or wants_imatrix(options)
-
-
-def check_options(options: "ConvertOptions", config: dict) -> None:
-    """Refuse impossible requests from the config alone, before loading any weights."""
-    n_layers = int(config.get("num_hidden_layers") or 0)
-    if options.prune_layers and not 0 <= options.prune_layers < n_layers:
-        raise ConverterError(
-            f"--prune-layers {options.prune_layers}: the model has {n_layers} blocks; "
-            f"remove between 0 and {n_layers - 1}"
-        )
-    if options.prune and not 0.0 < options.prune <= 0.9:
-        raise ConverterError(f"--prune {options.prune}: give a ratio above 0 and at most 0.9")
-    if options.prune and (options.prune_layers or options.prune_ffn or options.prune_heads):
-        raise ConverterError("--prune plans by itself: leave out --prune-layers/-ffn/-heads")
-    if not 0.0 <= options.prune_ffn < 1.0:
-        raise ConverterError(f"--prune-ffn {options.prune_ffn}: give a ratio from 0 to below 1")
-    if options.heal_steps < 0:
-        raise ConverterError(f"--heal-steps {options.heal_steps}: give a number of steps >= 0")
-    if options.heal_steps and not pruning_requested(options):
-        raise ConverterError("--heal-steps recovers from pruning: add a --prune option")
+    checkpoint: "Checkpoint"
+    imatrix: Imatrix | None  # HF names, of the pruned (and healed) model, when wanted
+    pruning: Pruning
 
 
 def optimize(
     checkpoint: "Checkpoint",
-    options: "ConvertOptions",
-    timings: "Timings",
-    say: Callable[[str], None],
+    options: OptimizeOptions,
+    *,
+    imatrix: bool,
+    progress: bool,
+    timings: Timings,
+    say: Say,
 ) -> Optimized:
     """Calibrate, then prune and heal as asked; the importance matrix of the final model."""
     from converter.optimize.calibrate import calibrate, read_calibration_text, token_windows
 
-    check_options(options, checkpoint.config)
+    run = _Run(options, imatrix, progress, timings, say)
     text = read_calibration_text(options.calibration)
     with timings.step("calibrate"):
         model, tokenizer = load_torch_model(checkpoint, options.device)
         windows = token_windows(tokenizer, text)
-        if not pruning_requested(options):
+        if not options.prunes:
             windows = spread(windows, IMATRIX_ONLY_WINDOWS)
         stats = calibrate(model, windows)
-    result = Optimized(checkpoint, None, stats.imatrix, {"calibration_tokens": stats.n_tokens})
-    imatrix = stats.imatrix
-    if pruning_requested(options):
-        imatrix = _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, result)
-    if wants_imatrix(options):
-        from converter.architectures import architecture_for
-        from converter.optimize.calibrate import gguf_imatrix
-
-        result.imatrix = gguf_imatrix(imatrix, architecture_for(result.checkpoint))
-    return result
+    pruned = _prune_and_heal(model, stats, windows, checkpoint, run) if options.prunes else None
+    record = Optimization(stats.n_tokens, imatrix, pruned.pruning if pruned else None)
+    if pruned is None:
+        written = gguf_names(stats.imatrix, checkpoint) if imatrix else None
+        return Optimized(checkpoint, written, written, record)
+    written = gguf_names(pruned.imatrix, pruned.checkpoint) if pruned.imatrix else None
+    unpruned = gguf_names(stats.imatrix, checkpoint) if imatrix else None
+    return Optimized(pruned.checkpoint, written, unpruned, record)
 
 
 def spread(windows: list, count: int) -> list:
@@ -107,46 +99,66 @@ def spread(windows: list, count: int) -> list:
     return [windows[i * len(windows) // count] for i in range(count)]
 
 
-def _prune_and_heal(model, stats, windows, checkpoint, options, timings, say, result):
-    """Plan (printed before it runs), refit the pruned widths, apply, heal; returns the pruned
-    model's imatrix."""
-    from converter.optimize.run import prune
-    from converter.optimize.run import prune_auto
+def gguf_names(imatrix: Imatrix, checkpoint: "Checkpoint") -> Imatrix:
+    """An importance matrix keyed by the GGUF tensor names of `checkpoint`'s writer."""
+    from converter.architectures import architecture_for
+    from converter.optimize.calibrate import gguf_imatrix
+
+    return gguf_imatrix(imatrix, architecture_for(checkpoint))
+
+
+def _prune_and_heal(
+    model: "nn.Module",
+    stats: "CalibrationStats",
+    windows: list["torch.Tensor"],
+    checkpoint: "Checkpoint",
+    run: _Run,
+) -> _Pruned:
+    """Plan (printed before it runs), refit the pruned widths, apply, heal; the pruned model
+    as a checkpoint with its importance matrix and the record of what was done."""
+    from converter.optimize import prune
     from converter.optimize.calibrate import collect_imatrix
     from converter.optimize.heal import heal
     from converter.optimize.refit import refit_plan
 
-    with timings.step("plan"):
-        if options.prune:
-            plan, candidates = prune_auto.auto_plan(model, stats, windows, options.prune)
-            say("automatic plan candidates (calibration loss before healing):")
-            say(prune_auto.candidates_table(candidates, plan))
-        else:
-            plan = prune.make_plan(
-                model,
-                stats,
-                layers=options.prune_layers,
-                ffn_ratio=options.prune_ffn,
-                heads=options.prune_heads,
-                per_layer=options.per_layer,
-            )
-    say(plan.table())
+    options, timings = run.options, run.timings
+    with timings.step("prune plan"):
+        plan = _plan(model, stats, windows, options, run.say)
+    run.say(plan.table())
     teacher = copy.deepcopy(model) if options.heal_steps else None
     with timings.step("prune"):
         refit_plan(model, plan, windows)
         prune.apply_plan(model, plan)
-    result.info["plan"] = [vars(lp) for lp in plan.layers]
-    result.info["block_parameters"] = {"before": plan.params_before, "after": plan.params_after}
+    healed = None
     if teacher is not None:
         with timings.step("heal"):
-            healed = heal(model, teacher, windows, steps=options.heal_steps,
-                          progress=options.show_progress)  # fmt: skip
+            result = heal(model, teacher, windows, steps=options.heal_steps, progress=run.progress)
         del teacher
-        result.info["heal"] = {"steps": healed.steps, "kl_first": healed.first_loss,
-                               "kl_last": healed.last_loss}  # fmt: skip
-    result.checkpoint = prune.pruned_checkpoint(model, checkpoint.config, checkpoint.tokenizer_dir)
+        healed = HealRecord(result.steps, result.first_loss, result.last_loss)
+    pruned = prune.pruned_checkpoint(model, checkpoint.config, checkpoint.tokenizer_dir)
     with timings.step("imatrix"):
-        return collect_imatrix(model, windows) if wants_imatrix(options) else {}
+        imatrix = collect_imatrix(model, windows) if run.imatrix else None
+    blocks = Change(plan.params_before, plan.params_after)
+    return _Pruned(pruned, imatrix, Pruning(list(plan.layers), blocks, healed))
+
+
+def _plan(model, stats, windows, options: OptimizeOptions, say: Say):
+    """The automatic plan (its candidates printed) or the one the flags describe."""
+    from converter.optimize import prune, prune_auto
+
+    if options.prune:
+        plan, candidates = prune_auto.auto_plan(model, stats, windows, options.prune)
+        say("automatic plan candidates (calibration loss before healing):")
+        say(prune_auto.candidates_table(candidates, plan))
+        return plan
+    return prune.make_plan(
+        model,
+        stats,
+        layers=options.prune_layers,
+        ffn_ratio=options.prune_ffn,
+        heads=options.prune_heads,
+        per_layer=options.per_layer,
+    )
 
 
 def load_torch_model(checkpoint: "Checkpoint", device_name: str):
@@ -174,87 +186,3 @@ def load_torch_model(checkpoint: "Checkpoint", device_name: str):
 
 def _is_pickle(checkpoint: "Checkpoint") -> bool:
     return any(p.suffix == ".bin" for p in checkpoint.weight_files)
-
-
-def compare_before(
-    checkpoint: "Checkpoint", options: "ConvertOptions", imatrix: dict | None, text: str
-) -> dict[str, Any]:
-    """The unpruned model at the same quantization, evaluated on the same text, for the report."""
-    from converter import evaluate
-    from converter.architectures import architecture_for
-    from converter.optimize.calibrate import gguf_imatrix
-    from converter.pipeline import convert_checkpoint
-
-    with tempfile.TemporaryDirectory() as folder:
-        path = Path(folder) / "unpruned.gguf"
-        if imatrix and wants_imatrix(options):
-            imatrix = gguf_imatrix(imatrix, architecture_for(checkpoint))
-        plain = replace(options, imatrix=imatrix or None, report_path=None)
-        convert_checkpoint(checkpoint, path, plain)
-        return evaluate.evaluate(path, text).to_dict()
-
-
-def convert_optimized(
-    checkpoint: "Checkpoint",
-    output: Path,
-    options: "ConvertOptions",
-    *,
-    source=None,
-    timings: "Timings",
-):
-    """convert_checkpoint with the torch steps first and their findings in the report."""
-    from converter.pipeline import convert_checkpoint
-
-    say = options.say or (lambda _line: None)
-    done = optimize(checkpoint, options, timings, say)
-    written = replace(options, imatrix=done.imatrix, report_path=None)
-    result = convert_checkpoint(done.checkpoint, output, written, source=source, timings=timings)
-    result.report.sizes["source weights"] = checkpoint.weight_bytes()
-    extra = result.report.extra
-    extra["optimize"] = done.info
-    extra["imatrix"] = done.imatrix is not None
-    extra["parameters"] = {
-        "before": sum(math.prod(info.shape) for _, info in checkpoint.items()),
-        "after": result.report.parameter_count,
-    }
-    if options.evaluate:
-        extra["evaluation"] = _evaluation(checkpoint, output, options, done, timings)
-    result.report.timings_s.pop("total", None)
-    result.report.timings_s["total"] = round(sum(result.report.timings_s.values()), 3)
-    if options.report_path is not None:
-        result.report.write_json(Path(options.report_path))
-    return result
-
-
-def _evaluation(checkpoint, output, options, done: Optimized, timings) -> dict[str, Any]:
-    """Perplexity on the held-out text and decode speed, unpruned against pruned."""
-    from converter import evaluate
-
-    text = evaluate.DEFAULT_EVAL_TEXT.read_text(encoding="utf-8")
-    with timings.step("evaluate"):
-        after = evaluate.evaluate(output, text).to_dict()
-        before = after
-        if pruning_requested(options):
-            before = compare_before(checkpoint, options, done.unpruned_imatrix, text)
-    return {"before": before, "after": after}
-
-
-def format_summary(extra: dict[str, Any]) -> str:
-    """Before/after lines for the printed report: parameters, file size, perplexity, speed."""
-    lines = []
-    params = extra.get("parameters")
-    blocks = extra.get("optimize", {}).get("block_parameters")
-    if params:
-        lines.append(f"  parameters {params['before']:,} -> {params['after']:,}")
-    if blocks:
-        lines.append(f"  block parameters {blocks['before']:,} -> {blocks['after']:,}")
-    lines.append(f"  importance matrix: {'yes' if extra.get('imatrix') else 'no'}")
-    evaluation = extra.get("evaluation")
-    if evaluation:
-        for when in ("before", "after"):
-            e = evaluation[when]
-            lines.append(
-                f"  {when:<6} size {e['file_bytes'] / 1e6:.1f} MB, perplexity "
-                f"{e['perplexity']['value']:.3f}, decode {e['tokens_per_s']:.1f} tokens/s"
-            )
-    return "\n".join(lines)

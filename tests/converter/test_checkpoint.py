@@ -11,8 +11,9 @@ from safetensors.torch import load_file, save_file
 
 from converter.architectures import architecture_for, supported
 from converter.checkpoint import Checkpoint
-from converter.pipeline import ConvertOptions, convert, convert_checkpoint
 from converter.errors import SourceError
+from converter.options import ConvertOptions
+from converter.pipeline import convert, convert_checkpoint
 from tests.tiny_models import tiny_model
 
 TINY = "llama-bpe"

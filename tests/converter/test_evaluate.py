@@ -5,7 +5,6 @@ import json
 import numpy as np
 import pytest
 
-from converter.pipeline import ConvertOptions, convert
 from converter.errors import ConverterError
 from converter.evaluate import (
     DEFAULT_EVAL_TEXT,
@@ -17,6 +16,8 @@ from converter.evaluate import (
     token_windows,
     tokenize_gguf,
 )
+from converter.options import ConvertOptions
+from converter.pipeline import convert
 from tests.tiny_models import tiny_model
 
 CTX = 64

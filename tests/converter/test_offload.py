@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from chatbot.engines.offload import read_header_values, read_plan
-from converter.cli.commands import commands as cli
+from converter.cli import commands as cli
 from converter.errors import ConverterError
 from converter.offload import (
     ModelFigures,

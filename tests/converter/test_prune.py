@@ -15,12 +15,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.optimize.calibrate import DEFAULT_CALIBRATION_FILE, calibrate, token_windows
-from converter.pipeline import ConvertOptions, convert_checkpoint
 from converter.info import read_summary
-from converter.paths import cache_dir
+from converter.optimize.calibrate import DEFAULT_CALIBRATION_FILE, calibrate, token_windows
 from converter.optimize.prune import apply_plan, make_plan, pruned_checkpoint
 from converter.optimize.refit import input_grams, refit_columns, refit_plan
+from converter.options import ConvertOptions
+from converter.paths import cache_dir
+from converter.pipeline import convert_checkpoint
 from tests.tiny_tokenizers import build_spm_tokenizer
 
 F32_BOUND = 1e-3

@@ -6,10 +6,11 @@ import gguf
 import numpy as np
 import pytest
 
-from converter.pipeline import ConvertOptions, convert
 from converter.errors import QuantizationError
 from converter.info import tensor_types_by_name
 from converter.optimize.run import spread
+from converter.options import ConvertOptions
+from converter.pipeline import convert
 from converter.quantize import QUANT_TYPES, check_quant, quantize_gguf
 from tests.tiny_models import tiny_model
 

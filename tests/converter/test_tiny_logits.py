@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from converter.pipeline import ConvertOptions, convert
 from converter.info import read_summary, tensor_types_by_name
+from converter.options import ConvertOptions
+from converter.pipeline import convert
 from tests.tiny_models import MODELS, tiny_model
 
 F32_BOUND = 1e-4  # measured: <= 5e-6 on every tiny model
