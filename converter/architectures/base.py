@@ -1,7 +1,8 @@
 """What every architecture writer does, with hooks for what differs.
 
 A subclass names its GGUF architecture and overrides only the hooks that differ:
-`add_hparams` (config -> GGUF keys), `gguf_name` (HF tensor name -> GGUF name, via
+`add_hparams` (config -> GGUF keys), `block_widths` (one FFN width and head count for every
+block, or one per block), `gguf_name` (HF tensor name -> GGUF name, via
 `gguf.get_tensor_name_map`), `transform` (per-tensor change such as llama's Q/K permute) and
 `extra_tensors` (tensors computed from the config, such as Llama 3's rope factors).
 A transform must keep the tensor's shape: shapes are written to the file before any data.
@@ -17,6 +18,7 @@ from converter.errors import SourceError
 from converter.gguf_out import TensorSpec
 
 _MISSING = object()
+Widths = int | list[int]
 # Stored buffers that are recomputed at load time, never weights.
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq",)
 
@@ -83,9 +85,10 @@ class Architecture:
         writer.add_block_count(self.n_blocks)
         writer.add_context_length(int(self.hparam("max_position_embeddings")))
         writer.add_embedding_length(int(self.hparam("hidden_size")))
-        writer.add_feed_forward_length(int(self.hparam("intermediate_size")))
-        writer.add_head_count(self.n_head)
-        writer.add_head_count_kv(self.n_head_kv)
+        ffn, heads, kv_heads = self.block_widths()
+        writer.add_feed_forward_length(ffn)
+        writer.add_head_count(heads)
+        writer.add_head_count_kv(kv_heads)
         writer.add_key_length(self.head_dim)
         writer.add_value_length(self.head_dim)
         writer.add_layer_norm_rms_eps(float(self.hparam("rms_norm_eps")))
@@ -93,6 +96,11 @@ class Architecture:
         writer.add_rope_dimension_count(self.head_dim)
         writer.add_vocab_size(self.vocab_size)
         self.add_rope_scaling(writer)
+
+    def block_widths(self) -> tuple[Widths, Widths, Widths]:
+        """FFN width, query heads and KV heads: one number for every block, or a list of one
+        per block (written as a GGUF array)."""
+        return int(self.hparam("intermediate_size")), self.n_head, self.n_head_kv
 
     def add_rope_scaling(self, writer: gguf.GGUFWriter) -> None:
         """Linear and YaRN scaling as GGUF keys; anything else is refused, never ignored."""

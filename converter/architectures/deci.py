@@ -29,17 +29,12 @@ class Deci(Llama):
             raise SourceError(f"config {key} has {len(values)} entries for {self.n_blocks} blocks")
         return values
 
-    def add_hparams(self, writer: gguf.GGUFWriter) -> None:
-        super().add_hparams(writer)
-        arrays = {
-            gguf.Keys.LLM.FEED_FORWARD_LENGTH: self.per_layer("layer_intermediate_sizes"),
-            gguf.Keys.Attention.HEAD_COUNT: self.per_layer("layer_num_attention_heads"),
-            gguf.Keys.Attention.HEAD_COUNT_KV: self.per_layer("layer_num_key_value_heads"),
-        }
-        for key, values in arrays.items():
-            name = key.format(arch=self.gguf_arch_name)
-            writer.kv_data[0].pop(name, None)  # replace llama's single value without a warning
-            writer.add_array(name, values)
+    def block_widths(self) -> tuple[list[int], list[int], list[int]]:
+        return (
+            self.per_layer("layer_intermediate_sizes"),
+            self.per_layer("layer_num_attention_heads"),
+            self.per_layer("layer_num_key_value_heads"),
+        )
 
     def transform(self, gguf_name: str, tensor: torch.Tensor) -> torch.Tensor:
         """Q/K permute with this block's own head count, read from the tensor's rows."""
