@@ -10,6 +10,7 @@ from typing import Any
 
 from chatbot.engines.base import FAQ_TEMPERATURE, GenerationOptions  # the app's defaults too
 from chatbot.serve.settings import DEFAULT_PARALLEL, DEFAULT_PORT, DEFAULT_QUEUE
+from converter.gguf_keys import CHAT_CTX
 
 EPILOG = """commands (run `chatbot COMMAND --help` for each):
   (none)     open the chat app
@@ -98,9 +99,9 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
         "--ctx",
         {
             "type": int,
-            "default": 4096,
+            "default": CHAT_CTX,
             "metavar": "N",
-            "help": "context window in tokens (default: 4096)",
+            "help": f"context window in tokens (default: {CHAT_CTX})",
         },
     ),
     (
