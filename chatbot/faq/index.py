@@ -15,10 +15,8 @@ Two signals, each bounded to 0..1 so that one threshold can serve different know
 
 import hashlib
 import math
-import os
 import re
 import sqlite3
-import tempfile
 import threading
 from dataclasses import dataclass
 from functools import lru_cache
@@ -30,6 +28,7 @@ from threadpoolctl import threadpool_limits
 
 from chatbot.faq.embed import ENCODER_ID, SentenceEncoder
 from chatbot.faq.load import FaqEntry
+from converter.files import atomic_output
 
 INDEX_VERSION = "3"  # bump when the schema or the way entries are indexed changes
 TOKENIZER = "porter unicode61 remove_diacritics 2"
@@ -250,19 +249,14 @@ def _is_current(path: Path, stamp: dict[str, str]) -> bool:
 def _build_file(
     path: Path, entries: list[FaqEntry], stamp: dict[str, str], encoder: SentenceEncoder | None
 ) -> None:
-    """Build beside the target and rename over it, so no reader sees a half-built index."""
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=".building-", suffix=".sqlite")
-    os.close(handle)
-    try:
-        connection = _connect(temp_name)
+    """Build under a temporary name and rename it over the target, so no reader sees a
+    half-built index (converter.files: the temp file is deleted on failure)."""
+    with atomic_output(path, mode=0o600) as temp:
+        connection = _connect(temp)
         try:
             _fill(sqlite_utils.Database(connection), entries, stamp, encoder)
         finally:
             connection.close()
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
 
 
 def _fill(

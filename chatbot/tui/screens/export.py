@@ -1,8 +1,6 @@
 """Export dialog: pick Markdown or JSON and a file; returns an `ExportChoice`, or None."""
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,6 +12,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, RadioButton, RadioSet
 
 from chatbot.errors import ChatbotError
+from converter.files import atomic_write_text
 
 EXTENSIONS = {"md": ".md", "json": ".json"}
 
@@ -31,22 +30,15 @@ def default_export_path(title: str, conversation_id: int, fmt: str) -> Path:
 
 
 def write_export(text: str, path: Path) -> Path:
-    """Write the export beside its target and rename it over, so no half-written file is left."""
+    """Write the export atomically (readable by the user only), so no half-written file is left."""
     path = path.expanduser().resolve()
     if path.is_dir():
         raise ChatbotError(f"{path} is a folder; give a file name to export to")
     if not path.parent.is_dir():
         raise ChatbotError(f"folder {path.parent} does not exist; choose another path")
     try:
-        handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        atomic_write_text(path, text)
     except OSError as exc:
-        raise ChatbotError(f"cannot write in {path.parent}: {exc.strerror or exc}") from exc
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            out.write(text)
-        os.replace(temp, path)
-    except OSError as exc:
-        Path(temp).unlink(missing_ok=True)
         raise ChatbotError(f"cannot write {path}: {exc.strerror or exc}") from exc
     return path
 
