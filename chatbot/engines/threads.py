@@ -30,7 +30,7 @@ IDLE_SAMPLE_S = 0.1  # one per-CPU utilisation sample: 10 scheduler ticks, about
 class Tuning:
     """How the tuner searches; the defaults cost about 1 % of decode speed on an idle machine.
 
-    `start` and `max_threads` exist for tests and benches; None means what the machine says.
+    `start`, `max_threads` and `free_cores` exist for tests and benches; None: ask the machine.
     """
 
     start: int | None = None  # threads to begin with; None: the cores idle now
@@ -39,18 +39,24 @@ class Tuning:
     probe_every: int = 96  # decode tokens between probes while the count is moving
     max_probe_every: int = 768  # each probe that loses doubles the wait, up to this
     margin: float = 0.05  # a probe must be this much faster per token to be kept
-    slowdown: float = 1.3  # a window this much slower than before probes at once
+    give_up: float = 1.5  # one probe token this much slower than the baseline ends the probe
+    shift: float = 1.3  # a window this much slower (faster) than before: the load changed
     batch_probe_every: int = 4  # prompts between prompt-processing probes
     max_batch_probe_every: int = 32
     min_prompt: int = 32  # shorter prompts say too little about n_threads_batch
     clock: Callable[[], float] = time.perf_counter
+    free_cores: Callable[[], float] | None = None  # None: FreeCores, from the OS
+
+
+def _allowed_cpus() -> list[int] | None:
+    """The CPU ids this process may run on; None where the OS does not say."""
+    return sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
 
 
 def usable_cores() -> int:
     """The CPUs this process may run on (its affinity mask), not every CPU of the machine."""
-    if hasattr(os, "sched_getaffinity"):
-        return max(1, len(os.sched_getaffinity(0)))
-    return os.cpu_count() or 1
+    allowed = _allowed_cpus()
+    return max(1, len(allowed)) if allowed is not None else os.cpu_count() or 1
 
 
 def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> int:
@@ -59,8 +65,8 @@ def idle_cores(sample_s: float = IDLE_SAMPLE_S) -> int:
     Partly busy CPUs add up: two CPUs each half busy count as one idle core.
     """
     per_cpu = psutil.cpu_percent(interval=sample_s, percpu=True)
-    if hasattr(os, "sched_getaffinity"):
-        allowed = os.sched_getaffinity(0)
+    allowed = _allowed_cpus()
+    if allowed is not None:
         per_cpu = [p for cpu, p in enumerate(per_cpu) if cpu in allowed] or per_cpu
     idle = sum(100.0 - p for p in per_cpu) / 100.0
     return max(1, min(usable_cores(), round(idle)))
@@ -71,21 +77,67 @@ def start_threads(tuning: Tuning) -> int:
     return tuning.start if tuning.start is not None else idle_cores()
 
 
+class FreeCores:
+    """Cores that other processes leave free, averaged since the previous call (non-blocking).
+
+    A probe of one thread more is only worth trying when a core is free for it: on a core that
+    another program keeps busy, one token can take ten times longer. Our own threads are not
+    "others": their CPU time is taken out.
+    """
+
+    MIN_INTERVAL_S = 0.25  # shorter: too few scheduler ticks; the previous answer stands
+
+    def __init__(self) -> None:
+        self._process = psutil.Process()
+        self._cpus = _allowed_cpus()
+        self._last = self._sample()
+        self._free = float(usable_cores())
+
+    def _sample(self) -> tuple[float, float, float]:
+        """Busy CPU seconds of the usable CPUs, this process's CPU seconds, wall seconds."""
+        per_cpu = psutil.cpu_times(percpu=True)
+        if self._cpus is not None:
+            per_cpu = [per_cpu[c] for c in self._cpus if c < len(per_cpu)] or per_cpu
+        busy = 0.0
+        for t in per_cpu:  # as psutil.cpu_percent counts: guest time is already in user
+            total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+            busy += total - t.idle - getattr(t, "iowait", 0.0)
+        own = self._process.cpu_times()
+        return busy, own.user + own.system, time.monotonic()
+
+    def __call__(self) -> float:
+        now = self._sample()
+        busy, own, wall = (a - b for a, b in zip(now, self._last, strict=True))
+        if wall >= self.MIN_INTERVAL_S:
+            self._last = now
+            self._free = max(0.0, usable_cores() - max(0.0, (busy - own) / wall))
+        return self._free
+
+
 class _Climb:
     """One thread count (decode or prompt), searched by trying a neighbour now and then.
 
     Costs are seconds per token. A window of `window` costs gives one median; the median of
-    the last three windows at the current count is the baseline a probe must beat.
+    the last three windows at the current count is the baseline a probe must beat. A probe of
+    one thread more is tried only when `room(n + 1)` says the cores are free for it.
     """
 
-    def __init__(self, n: int, hi: int, window: int, every: int, max_every: int, tuning: Tuning):
-        self.n, self.hi, self.window = n, hi, window
-        self.every = self._base_every = every
-        self._max_every = max_every
-        self._margin, self._slowdown = tuning.margin, tuning.slowdown
+    def __init__(
+        self,
+        n: int,
+        hi: int,
+        every: tuple[int, int],
+        tuning: Tuning,
+        room: Callable[[int], bool],
+        window: int,
+    ):
+        self.n, self.hi, self.window, self._room = n, hi, window, room
+        self._base_every, self._max_every = every
+        self.every = self._base_every
+        self._tuning = tuning
         self._samples: list[float] = []
         self._recent: deque[float] = deque(maxlen=3)  # window medians at the current count
-        self._reference: float | None = None  # the baseline at the last decision
+        self._reference: float | None = None  # the level of the last decision or load change
         self._since = 0  # costs recorded since the last probe was decided
         self.probe: int | None = None  # the neighbour being measured, if any
         self._direction = -1  # fewer threads first: too many is the costly mistake
@@ -98,7 +150,7 @@ class _Climb:
 
     def record(self, cost: float) -> None:
         self._samples.append(cost)
-        if self.probe is not None and self._clearly_losing():
+        if self.probe is not None and self._losing(cost):
             self._samples.clear()
             self._lose()
             return
@@ -108,28 +160,37 @@ class _Climb:
         self._samples.clear()
         if self.probe is None:
             self._at_current(median)
-        elif median < statistics.median(self._recent) * (1 - self._margin):
+        elif median < statistics.median(self._recent) * (1 - self._tuning.margin):
             self._keep(median)
         else:
             self._lose()
 
-    def _clearly_losing(self) -> bool:
-        """Half a window, every cost of it slower than the baseline: stop the probe early."""
-        if len(self._samples) < max(2, self.window // 2):
-            return False
-        return min(self._samples) > statistics.median(self._recent) * (1 + self._margin)
+    def _losing(self, cost: float) -> bool:
+        """Stop a probe early: one token far slower, or half a window all slower."""
+        baseline = statistics.median(self._recent)
+        if cost > baseline * self._tuning.give_up:
+            return True
+        half = len(self._samples) >= max(2, self.window // 2)
+        return half and min(self._samples) > baseline * (1 + self._tuning.margin)
 
     def _at_current(self, median: float) -> None:
         self._since += self.window
-        if self._reference is None:
-            self._reference = median  # the first window: a later slowdown is measured from it
-        slowed = median > self._reference * self._slowdown
-        if slowed:  # the load changed: older windows no longer describe this count
+        reference = self._reference if self._reference is not None else median
+        shift = self._tuning.shift
+        # The load changed: slower, fewer threads may win now; faster, more may fit.
+        moved = -1 if median > reference * shift else 1 if median * shift < reference else 0
+        if moved or self._reference is None:
+            self._reference = median
+        if moved:  # older windows no longer describe this count
             self._recent.clear()
             self.every = self._base_every
         self._recent.append(median)
-        if slowed or self._since >= self.every:
-            self.probe = self._neighbour()
+        # Other programs leave no core for one of ours: one fewer, sooner than the schedule.
+        crowded = self._since >= self.every // 4 and self.n > 1 and not self._room(self.n)
+        if crowded and not moved:
+            moved = -1
+        if moved or self._since >= self.every:
+            self.probe = self._neighbour(moved)
             self._since = 0
             self.probes += self.probe is not None
 
@@ -148,11 +209,13 @@ class _Climb:
         self._direction = -self._direction
         self.every = min(self.every * 2, self._max_every)
 
-    def _neighbour(self) -> int | None:
-        for direction in (self._direction, -self._direction):
-            if 1 <= self.n + direction <= self.hi:
+    def _neighbour(self, forced: int) -> int | None:
+        """One thread fewer or more (`forced` direction when not 0); None when neither fits."""
+        for direction in (forced,) if forced else (self._direction, -self._direction):
+            candidate = self.n + direction
+            if 1 <= candidate <= self.hi and (direction < 0 or self._room(candidate)):
                 self._direction = direction
-                return self.n + direction
+                return candidate
         return None
 
 
@@ -171,12 +234,15 @@ class ThreadTuner:
         self.tuning = tuning = tuning or Tuning()
         self.fixed = fixed
         hi = max(threads, tuning.max_threads or usable_cores())
-        self.decode = _Climb(
-            threads, hi, tuning.window, tuning.probe_every, tuning.max_probe_every, tuning
-        )
-        self.batch = _Climb(
-            threads, hi, 1, tuning.batch_probe_every, tuning.max_batch_probe_every, tuning
-        )
+        free = tuning.free_cores or (FreeCores() if not fixed else lambda: float(hi))
+
+        def room(wanted: int) -> bool:  # other processes leave a core for each thread
+            return free() >= wanted - 0.5
+
+        decode_every = (tuning.probe_every, tuning.max_probe_every)
+        batch_every = (tuning.batch_probe_every, tuning.max_batch_probe_every)
+        self.decode = _Climb(threads, hi, decode_every, tuning, room, window=tuning.window)
+        self.batch = _Climb(threads, hi, batch_every, tuning, room, window=1)
         self._applied: tuple[int, int] | None = None
         self._turn: Counter[int] = Counter()
         self._apply()

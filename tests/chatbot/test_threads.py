@@ -8,6 +8,7 @@ same and never be kept: what moves here is the context itself.
 import os
 import subprocess
 import sys
+import time
 from dataclasses import replace
 
 import llama_cpp
@@ -15,7 +16,7 @@ import pytest
 
 from chatbot.engines.base import GenerationOptions
 from chatbot.engines.llama import LlamaEngine
-from chatbot.engines.threads import ThreadTuner, Tuning, idle_cores, usable_cores
+from chatbot.engines.threads import FreeCores, ThreadTuner, Tuning, idle_cores, usable_cores
 
 PROMPT = [{"role": "user", "content": "Tell me about the weather in the mountains today."}]
 OPTIONS = GenerationOptions(max_tokens=24, temperature=0.0)
@@ -41,6 +42,7 @@ def fast_tuning(clock, start, hi) -> Tuning:
     return Tuning(
         start=start, max_threads=hi, window=2, probe_every=4, max_probe_every=8,
         batch_probe_every=1, max_batch_probe_every=2, min_prompt=1, clock=clock,
+        free_cores=lambda: 64.0,  # the OS's view of free cores: never in the way here
     )  # fmt: skip
 
 
@@ -71,13 +73,13 @@ def make_engine(tiny_gguf, cost, start, hi, n_threads=None) -> LlamaEngine:
 
 
 def test_fewer_threads_faster_moves_the_live_context_down(tiny_gguf):
-    engine = make_engine(tiny_gguf, lambda n, nb: 1e-3 * (n + nb), start=4, hi=4)
-    assert context_threads(engine) == (4, 4)
-    seen = run_turns(engine, 12)
+    engine = make_engine(tiny_gguf, lambda n, nb: 1e-3 * (n + nb), start=3, hi=3)
+    assert context_threads(engine) == (3, 3)
+    seen = run_turns(engine, 8)
     tuner = engine.tuner
     assert (tuner.decode.n, tuner.batch.n) == (1, 1), seen  # what it settled on
     assert seen[-1] == (tuner.decode.threads, tuner.batch.threads)  # is what the context runs
-    assert (1, 1) in seen and seen[0] < (4, 4), seen
+    assert (1, 1) in seen and seen[0] < (3, 3), seen
     assert engine.info.threads == 1  # the count of the last reply, as the turns table records
     engine.close()
 
@@ -92,16 +94,16 @@ def test_more_threads_faster_moves_the_live_context_up(tiny_gguf):
 
 
 def test_fixed_threads_never_change(tiny_gguf):
-    engine = make_engine(tiny_gguf, lambda n, nb: 1e-3 * (n + nb), start=4, hi=4, n_threads=3)
+    engine = make_engine(tiny_gguf, lambda n, nb: 1e-3 * (n + nb), start=3, hi=3, n_threads=2)
     seen = run_turns(engine, 8)
     engine.close()
-    assert set(seen) == {(3, 3)}
-    assert engine.tuner.decode.probes == 0 and engine.info.threads == 3
+    assert set(seen) == {(2, 2)}
+    assert engine.tuner.decode.probes == 0 and engine.info.threads == 2
 
 
-def simulate(ctx, cost_at, tokens: int, tuning: Tuning | None = None) -> list[int]:
+def simulate(ctx, cost_at, tokens: int, tuning=None, free=64.0, start=2) -> list[int]:
     """Stream fake tokens through a tuner on `ctx`: step i costs `cost_at(i, threads)` seconds
-    of fake time. The context's decode thread count at each step."""
+    of fake time; the OS says `free` cores are free. The context's thread count at each step."""
     now, used = [0.0], []
 
     def stream():
@@ -111,8 +113,8 @@ def simulate(ctx, cost_at, tokens: int, tuning: Tuning | None = None) -> list[in
             now[0] += cost_at(step, threads)
             yield step
 
-    tuning = tuning or Tuning(max_threads=2)
-    tuner = ThreadTuner(ctx, 2, tuning=replace(tuning, clock=lambda: now[0]))
+    tuning = replace(tuning or Tuning(max_threads=2), clock=lambda: now[0], free_cores=lambda: free)
+    tuner = ThreadTuner(ctx, start, tuning=tuning)
     list(tuner.timed(stream(), prompt_tokens=0))
     return used[1:]
 
@@ -141,14 +143,45 @@ def test_a_busy_machine_is_followed_within_a_few_windows(context):
     assert used[2040:] == [1] * 60  # on 1 thread within 40 tokens of the change
 
 
-@pytest.mark.parametrize(("one_thread_cost", "most_used"), [(2.0, 2), (0.5, 1)])
-def test_a_turn_records_the_count_used_for_most_tokens(context, one_thread_cost, most_used):
-    """window 2, probe after 4: tokens 1-4 on 2 threads, 5-6 probe 1 thread, then 7-10 on
-    whichever won: 8 tokens on 2 when the probe lost, 6 on 1 when it won."""
+@pytest.mark.parametrize(("free", "most_on_two"), [(1.0, 0), (2.0, 30)])
+def test_one_thread_more_is_tried_only_when_a_core_is_free(context, free, most_on_two):
+    """On a busy machine (1 thread is faster), a probe of 2 threads costs twice a token; the
+    OS saying no core is free for it spares even that."""
+    used = simulate(context, lambda _step, n: BUSY[n], 3000, free=free, start=1)
+    assert used.count(2) <= most_on_two and used[-1] == 1
+
+
+def test_no_free_core_for_the_current_count_moves_down_early(context):
+    used = simulate(context, lambda _step, n: BUSY[n], 200, free=1.0)
+    assert used[40:] == [1] * 160  # not waiting for the 96-token schedule
+
+
+def test_free_cores_reads_the_machine():
+    free = FreeCores()
+    time.sleep(FreeCores.MIN_INTERVAL_S)
+    assert 0 <= free() <= usable_cores()
+
+
+@pytest.mark.parametrize(
+    ("one_thread_cost", "expected"),
+    [
+        (0.5, [2, 2, 2, 2, 1, 1, 1, 1, 1, 1]),  # the probe wins: 6 tokens on 1 thread
+        (1.2, [2, 2, 2, 2, 1, 1, 2, 2, 2, 2]),  # it loses after its window
+        (2.0, [2, 2, 2, 2, 1, 2, 2, 2, 2, 2]),  # far slower: given up after one token
+    ],
+)
+def test_probes_and_the_count_a_turn_records(context, one_thread_cost, expected):
+    """window 2, a probe after 4 tokens; the turn records the count used for most tokens."""
     tuning = Tuning(max_threads=2, window=2, probe_every=4)
     costs = {1: one_thread_cost, 2: 1.0}
-    used = simulate(context, lambda _step, n: costs[n], 10, tuning)
-    assert used == [2, 2, 2, 2, 1, 1] + [most_used] * 4
+    assert simulate(context, lambda _step, n: costs[n], 10, tuning) == expected
+
+
+def test_turn_threads_is_the_most_used_count(context):
+    tuning = Tuning(max_threads=2, window=2, probe_every=4, clock=iter(range(100)).__next__)
+    tuner = ThreadTuner(context, 2, tuning=replace(tuning, free_cores=lambda: 2.0))
+    list(tuner.timed(iter(range(11)), prompt_tokens=0))  # every step costs 1: the probe loses
+    assert tuner.decode.probes == 1 and tuner.turn_threads() == 2
 
 
 def test_idle_cores_is_a_real_count():
