@@ -6,8 +6,8 @@ import gguf
 import llama_cpp
 import pytest
 
-from chatbot.errors import ModelLoadError
 from chatbot.engines.offload import read_header_values, read_plan, resolve_offload
+from chatbot.errors import ModelLoadError
 from converter.offload import parse_size, plan_file, write_plan_metadata
 from tests.tiny_gguf import write_tiny_gguf
 
