@@ -36,6 +36,7 @@ BUSY = (
     "while time.monotonic() < end: pass\n"
 )
 BUSY_DEADLINE_S = 180  # longer than any one condition takes; the bench stops them sooner
+REPLY_LIMIT_S = 10.0
 CONDITIONS = (("idle", 0), ("1 busy process", 1), ("2 busy processes", 2))
 
 
@@ -48,10 +49,15 @@ class Replies:
 
 
 def reply_rate(engine: LlamaEngine, tokens: int) -> tuple[float, int]:
-    """One greedy reply of up to `tokens` tokens from an empty cache: decode tok/s, threads."""
+    """One greedy reply of up to `tokens` tokens from an empty cache: decode tok/s, threads.
+
+    A reply stops after REPLY_LIMIT_S: on a crowded machine too many threads crawl.
+    """
     engine.llm.reset()
     stats = None
-    for item in engine.stream(PROMPT, GenerationOptions(max_tokens=tokens, temperature=0.0)):
+    deadline = time.perf_counter() + REPLY_LIMIT_S
+    options = GenerationOptions(max_tokens=tokens, temperature=0.0)
+    for item in engine.stream(PROMPT, options, lambda: time.perf_counter() > deadline):
         if isinstance(item, GenerationStats):
             stats = item
     return stats.decode_tps, engine.info.threads

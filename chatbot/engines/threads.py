@@ -8,9 +8,12 @@ then while decoding try one thread fewer or more now and then (`llama_set_n_thre
 on a live context: no reload, KV cache kept) and keep whichever is faster. Prompt processing
 (`n_threads_batch`) is tuned the same way, measured on prompt evaluation.
 
-Probing is cheap because it is rare and short: a probe is one window of a few tokens, and each
-probe that loses doubles the wait before the next; a sudden slowdown (another program started)
-brings the next probe forward. A probe must win by a margin to be kept (hysteresis).
+Probing is cheap because it is rare and short: a probe is one window of a few tokens, ended
+after one token when that token is far slower, and each probe that loses doubles the wait
+before the next (1 % of decode speed on an idle machine, tests/chatbot/test_threads.py). A
+probe must win by a margin to be kept (hysteresis). A sudden slowdown (another program
+started) brings a probe of one fewer forward; one thread more is tried only when the OS says
+other programs leave a core free for it, since on a taken core a token can take 10x longer.
 """
 
 import os

