@@ -34,6 +34,10 @@ TITLE_CHARS = 60
 # turns keep the same first message and reuse the KV cache instead of shifting every turn.
 REFILL_SHARE = 0.7
 _ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
+# A byte that is not UTF-8 reaches Python as a lone surrogate (argv and the environment are
+# decoded with surrogateescape); SQLite cannot store one, so it becomes U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -63,11 +67,12 @@ class TurnResult:
 
 
 def clean_text(text: str) -> str:
-    """The message as saved: no terminal escapes or control characters except newline and tab."""
+    """The message as saved: no terminal escapes or control characters except newline and tab,
+    and each byte that was not UTF-8 shown as U+FFFD (not dropped: the reader sees where it was).
+    The one rule for typed text: the CLI applies it to every free-text option too."""
     text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = "".join(
-        ch for ch in text if ch in "\n\t" or unicodedata.category(ch) not in ("Cc", "Cs")
-    )
+    text = _SURROGATE.sub(REPLACEMENT, text)
+    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
     return text.strip()
 
 
@@ -129,6 +134,29 @@ class Session:
                 yield from self._with_model(clean, history, decision, should_stop)
             case _:
                 assert_never(decision)
+
+    def last_turn(self) -> list[Message]:
+        """The last message the user sent and what came after it (empty before the first)."""
+        messages = self.messages()
+        starts = [i for i, message in enumerate(messages) if message.role == "user"]
+        return messages[starts[-1] :] if starts else []
+
+    def retry(
+        self, text: str | None = None, should_stop: Callable[[], bool] = lambda: False
+    ) -> Iterator[TextChunk | Notice | TurnResult]:
+        """Send the last message again (regenerate), or `text` in its place (edit and resend).
+
+        The turn sent again stays in the store as an alternative, out of the conversation
+        and its later prompts; what `send` yields follows.
+        """
+        turn = self.last_turn()
+        if not turn:
+            raise ChatbotError("there is no message to send again yet; send one first")
+        text = turn[0].content if text is None else text
+        if not clean_text(text):
+            raise ChatbotError("the message is empty; type something to send")
+        self.store.replace_messages([message.id for message in turn])
+        yield from self.send(text, should_stop)
 
     def _decide(self, clean: str, history: list[Message]) -> TurnDecision:
         """The policy's decision for the message; plain chat asks the model with it as typed."""

@@ -84,3 +84,25 @@ def _customer_tokens(db: Database) -> None:
 def _handoff_resolved(db: Database) -> None:
     """When a person marked a hand-off resolved (the support team's list)."""
     db.execute("ALTER TABLE messages ADD COLUMN resolved_at TEXT")
+
+
+@migrations(name="0005_replaced_messages")
+def _replaced_messages(db: Database) -> None:
+    """A turn sent again (regenerated, or edited and resent) stays as an alternative: its
+    messages get `replaced_at` and leave the conversation and later prompts, never deleted."""
+    db.execute("ALTER TABLE messages ADD COLUMN replaced_at TEXT")
+
+
+@migrations(name="0006_conversation_settings")
+def _conversation_settings(db: Database) -> None:
+    """Per-conversation settings from the app (its system prompt stays on `conversations`);
+    NULL means the app's default, from its flags and config file."""
+    db.execute("""
+        CREATE TABLE conversation_settings (
+            conversation_id INTEGER PRIMARY KEY
+                REFERENCES conversations(id) ON DELETE CASCADE,
+            model_file TEXT,
+            temperature REAL,
+            max_tokens INTEGER,
+            mode TEXT
+        )""")

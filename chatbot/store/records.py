@@ -18,6 +18,17 @@ class Conversation:
 
 
 @dataclass(frozen=True)
+class ConversationSettings:
+    """What a conversation's next turn uses, set in the app; None: the app's default."""
+
+    system_prompt: str | None = None
+    model_file: str | None = None  # a GGUF's file name in the model cache (converter.paths)
+    temperature: float | None = None
+    max_tokens: int | None = None
+    mode: str | None = None  # "faq" | "chat"; None: FAQ when the app has a knowledge base
+
+
+@dataclass(frozen=True)
 class Message:
     id: int
     conversation_id: int
@@ -29,6 +40,7 @@ class Message:
     handoff: bool = False
     prompt_content: str | None = None  # what the model saw instead, when it differs
     unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
+    replaced_at: str | None = None  # set when the turn was sent again (kept as an alternative)
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,27 @@ from pathlib import Path
 from sqlite_utils import Database
 
 from chatbot.errors import StoreError
-from chatbot.paths import default_db_path
+from chatbot.paths import default_db_path, private_dir, private_file
 from chatbot.store.migrations import migrations
-from chatbot.store.records import Conversation, Handoff, Message, TurnRecord
+from chatbot.store.records import (
+    Conversation,
+    ConversationSettings,
+    Handoff,
+    Message,
+    TurnRecord,
+)
 from chatbot.store.stats import ModelStats, model_stats
 
-__all__ = ["Conversation", "Handoff", "Message", "Store", "TurnRecord", "fts_query", "now"]
+__all__ = [
+    "Conversation",
+    "ConversationSettings",
+    "Handoff",
+    "Message",
+    "Store",
+    "TurnRecord",
+    "fts_query",
+    "now",
+]
 
 DEFAULT_TITLE = "New conversation"
 BUSY_TIMEOUT_S = 5.0
@@ -59,10 +74,10 @@ class Store:
         if isinstance(self.path, Path):
             if self.path.is_dir():
                 raise StoreError(f"{self.path} is a folder; give --db a file path")
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
+            try:  # user-only: SQLite would create it readable by everyone
+                private_file(private_dir(self.path.parent) / self.path.name)
             except OSError as exc:
-                raise StoreError(f"cannot create {self.path.parent}: {exc.strerror}") from exc
+                raise StoreError(f"cannot create {self.path}: {exc.strerror}") from exc
         try:
             conn = sqlite3.connect(str(self.path), timeout=busy_timeout_s, check_same_thread=False)
         except sqlite3.Error as exc:
@@ -190,14 +205,65 @@ class Store:
                 self.db.execute(f"DELETE FROM {table} WHERE conversation_id = ?", [conversation_id])
             self.db.execute("DELETE FROM conversations WHERE id = ?", [conversation_id])
 
+    def settings(self, conversation_id: int) -> ConversationSettings:
+        """The conversation's settings (all None: the app's defaults)."""
+        conversation = self.get_conversation(conversation_id)
+        with self._guard("read conversation settings"):
+            table = self.db["conversation_settings"]
+            rows = list(table.rows_where("conversation_id = ?", [conversation_id]))
+        row = rows[0] if rows else {}
+        return ConversationSettings(
+            system_prompt=conversation.system_prompt,
+            **{k: row.get(k) for k in ("model_file", "temperature", "max_tokens", "mode")},
+        )
+
+    def save_settings(self, conversation_id: int, settings: ConversationSettings) -> None:
+        """Keep the settings for the conversation's next turns, in one transaction."""
+        self.get_conversation(conversation_id)
+        row = {k: v for k, v in settings.__dict__.items() if k != "system_prompt"}
+        with self._write("save conversation settings"):
+            self.db["conversation_settings"].upsert(
+                {"conversation_id": conversation_id, **row}, pk="conversation_id"
+            )
+            self.db.execute(
+                "UPDATE conversations SET system_prompt = ? WHERE id = ?",
+                [settings.system_prompt, conversation_id],
+            )
+
     # Messages
 
     def messages(self, conversation_id: int) -> list[Message]:
+        """The conversation as it stands: turns sent again (see `replace_messages`) left out."""
         with self._guard("read messages"):
             rows = self.db["messages"].rows_where(
-                "conversation_id = ?", [conversation_id], order_by="id"
+                "conversation_id = ? AND replaced_at IS NULL", [conversation_id], order_by="id"
             )
             return [_message(row) for row in rows]
+
+    def replace_messages(self, message_ids: list[int]) -> None:
+        """Take messages out of their conversation (a turn regenerated or edited and resent);
+        they stay in the database as alternatives (`alternatives`), never deleted."""
+        with self._write("keep a turn as an alternative"):
+            self.db.execute(
+                "UPDATE messages SET replaced_at = ? WHERE replaced_at IS NULL AND id IN "
+                f"({', '.join('?' * len(message_ids))})",
+                [now(), *message_ids],
+            )
+
+    def alternatives(self, conversation_id: int) -> list[Message]:
+        """The conversation's replaced messages, oldest first."""
+        with self._guard("read alternatives"):
+            rows = self.db["messages"].rows_where(
+                "conversation_id = ? AND replaced_at IS NOT NULL", [conversation_id], order_by="id"
+            )
+            return [_message(row) for row in rows]
+
+    def recent_prompts(self, limit: int = 100) -> list[str]:
+        """What the user sent, across conversations: newest first, each text once."""
+        sql = """SELECT content FROM messages WHERE role = 'user'
+                 GROUP BY content ORDER BY MAX(id) DESC LIMIT ?"""
+        with self._guard("read earlier messages"):
+            return [row[0] for row in self.db.execute(sql, [limit]).fetchall()]
 
     def add_message(
         self,
@@ -260,7 +326,7 @@ class Store:
                     ORDER BY u.id DESC LIMIT 1) AS question,
                    EXISTS (SELECT 1 FROM customer_tokens t
                            WHERE t.conversation_id = a.conversation_id) AS served
-            FROM messages a WHERE a.handoff = 1"""
+            FROM messages a WHERE a.handoff = 1 AND a.replaced_at IS NULL"""
         sql += " AND a.resolved_at IS NULL" if unresolved else ""
         sql += " AND a.id = :id" if message_id is not None else ""
         with self._guard("read hand-offs"):
@@ -327,4 +393,5 @@ def _message(row: dict) -> Message:
         handoff=bool(row["handoff"]),
         prompt_content=row["prompt_content"],
         unsupported=tuple(json.loads(row["unsupported"] or "[]")),
+        replaced_at=row.get("replaced_at"),
     )

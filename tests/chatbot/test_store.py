@@ -16,6 +16,16 @@ from chatbot.store import migrations as store_module
 from chatbot.store.stats import percentile
 from chatbot.store.store import Store, TurnRecord, fts_query
 
+# Every migration, in order: a new one is added here as well as in chatbot.store.migrations.
+ALL_MIGRATIONS = [
+    "0001_initial",
+    "0002_unsupported_facts",
+    "0003_customer_tokens",
+    "0004_handoff_resolved",
+    "0005_replaced_messages",
+    "0006_conversation_settings",
+]
+
 
 def turn(conversation_id, ttft, tps, tokens=10, cpu=0.5, model="m.gguf"):
     return TurnRecord(
@@ -38,7 +48,7 @@ def turn(conversation_id, ttft, tps, tokens=10, cpu=0.5, model="m.gguf"):
 def test_new_database_is_wal_with_migrations_recorded(store):
     assert store.db.journal_mode == "wal"
     assert store.db.execute("PRAGMA synchronous").fetchone()[0] == 1  # NORMAL
-    assert store.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
+    assert store.applied_migrations() == ALL_MIGRATIONS
     assert {"conversations", "messages", "turns", "messages_fts"} <= set(store.db.table_names())
 
 
@@ -80,7 +90,7 @@ def test_a_database_from_before_the_fact_check_gains_its_column(db_path, monkeyp
         old.db.conn.commit()
         old.close()
     upgraded = Store(db_path)
-    assert upgraded.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
+    assert upgraded.applied_migrations() == ALL_MIGRATIONS
     assert [(m.content, m.unsupported) for m in upgraded.messages(cid)] == [("Sure, 3 days.", ())]
     upgraded.close()
 
@@ -103,7 +113,7 @@ def test_failed_migration_rolls_back_and_stays_pending(db_path, monkeypatch):
     names = [r[0] for r in conn.execute("SELECT name FROM _sqlite_migrations")]
     conn.close()
     assert "half_done" not in tables
-    assert names == ["0001_initial", "0002_unsupported_facts"]
+    assert names == ALL_MIGRATIONS
 
 
 def test_conversation_crud(store):
@@ -241,7 +251,7 @@ def test_two_processes_writing_at_once_lose_nothing(db_path):
     for p in procs:
         assert p.wait(timeout=60) == 0, p.stderr.read().decode()
     s = Store(db_path)
-    assert s.applied_migrations() == ["0001_initial", "0002_unsupported_facts"]
+    assert s.applied_migrations() == ALL_MIGRATIONS
     assert sorted(c.title for c in s.list_conversations()) == ["alpha", "beta"]
     assert s.db["messages"].count == 200
     s.close()
