@@ -93,8 +93,13 @@ class TurnStream:
         except Exception as exc:  # handed to the request, which answers it as an HTTP error
             self._call(self._items.put_nowait, _Failed(exc))
         finally:
-            self._call(self._items.put_nowait, END)
-            self._call(self._on_done)
+            self._call(self._finish)
+
+    def _finish(self) -> None:
+        """On the loop: free the slot and the conversation before the reply can be complete,
+        so the customer's next message never finds its conversation still busy."""
+        self._on_done()
+        self._items.put_nowait(END)
 
     def _call(self, function: Callable[..., object], *args: object) -> None:
         with contextlib.suppress(RuntimeError):  # the loop is closed: the server has stopped
