@@ -233,7 +233,7 @@ def cmd_stats(args: argparse.Namespace, store: Store) -> int:
 
 def _stats_lines(s: "ModelStats") -> list[str]:
     lines = [
-        f"{s.model_file} ({s.quantization}): {s.turns} turns",
+        f"{s.model_file} ({s.quantization}): {s.turns} turn{'s' if s.turns != 1 else ''}",
         f"  time to first token  p50 {s.ttft_p50_ms:8.1f} ms   p95 {s.ttft_p95_ms:8.1f} ms",
         f"  decode speed         p50 {s.tps_p50:8.1f} tok/s p95 {s.tps_p95:8.1f} tok/s",
         f"  CPU per 1,000 generated tokens: {s.cpu_seconds_per_1k_tokens:.1f} s",
