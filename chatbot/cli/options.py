@@ -149,11 +149,26 @@ SECRET_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
-def _common(parser: argparse.ArgumentParser, suppress: bool) -> None:
-    """Add COMMON_OPTIONS; `suppress` keeps a sub-parser from overwriting a value given before
-    the command with its default."""
-    group = parser.add_argument_group("model and storage")
+# The shared options each command reads, when not all of them (the app, `ask` and `serve` load
+# a model and read every one): the others stay out of its --help and are refused after its
+# name. Before the command name every shared option is accepted, as the config file sets them.
+COMMAND_OPTIONS: dict[str, tuple[str, ...]] = {
+    "history": ("--db",),
+    "export": ("--db",),
+    "stats": ("--db",),
+    "handoffs": ("--db",),
+    "faq-eval": ("--faq", "--faq-confidence", "--handoff-reply"),
+}
+
+
+def _common(parser: argparse.ArgumentParser, suppress: bool, command: str | None = None) -> None:
+    """Add the shared options `command` reads (COMMAND_OPTIONS, else every one); `suppress`
+    keeps a sub-parser from overwriting a value given before the command with its default."""
+    used = COMMAND_OPTIONS.get(command) if command else None
+    group = parser.add_argument_group("model and storage" if used is None else "shared options")
     for flag, options in (*COMMON_OPTIONS, *SECRET_OPTIONS):
+        if used is not None and flag not in used:
+            continue
         if suppress:
             options = {**options, "default": argparse.SUPPRESS}
         group.add_argument(flag, **options)
@@ -191,7 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="ID",
                 help="mark hand-off ID resolved (the id listed)",
             )
-        _common(sub, suppress=True)
+        _common(sub, suppress=True, command=name)
     return parser
 
 
@@ -245,7 +260,7 @@ def _add_history_and_export(commands: argparse._SubParsersAction) -> None:
         help="only conversations whose title or messages contain these words",
     )
     history.add_argument("--json", action="store_true", help="print JSON")
-    _common(history, suppress=True)
+    _common(history, suppress=True, command="history")
 
     export = commands.add_parser(
         "export",
@@ -254,7 +269,7 @@ def _add_history_and_export(commands: argparse._SubParsersAction) -> None:
     )
     export.add_argument("id", type=int, help="conversation id (see `chatbot history`)")
     export.add_argument("--format", choices=("md", "json"), default="md", help="default: md")
-    _common(export, suppress=True)
+    _common(export, suppress=True, command="export")
 
 
 def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
@@ -268,7 +283,7 @@ def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
     )
     faq_eval.add_argument("questions", type=Path, metavar="QUESTIONS", help="a JSONL file")
     faq_eval.add_argument("--json", action="store_true", help="print JSON")
-    _common(faq_eval, suppress=True)
+    _common(faq_eval, suppress=True, command="faq-eval")
 
 
 def _add_serve(commands: argparse._SubParsersAction) -> None:
