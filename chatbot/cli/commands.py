@@ -58,12 +58,20 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
 
             api_key = args.server_api_key or os.environ.get(API_KEY_ENV) or None  # never kept
             return RemoteEngine(args.server, api_key=api_key, proxy=args.server_proxy)
+        from chatbot.engines.kv_cache import open_cache
         from chatbot.engines.llama import LlamaEngine, check_model_file
         from chatbot.engines.offload import resolve_offload
 
         model = check_model_file(args.model if args.model is not None else ensure_default_model())
         offload = resolve_offload(model, gpu_layers=args.gpu_layers, flash_attn=args.flash_attn)
-        return LlamaEngine(model, n_ctx=args.ctx, n_threads=args.threads, offload=offload)
+        # Saved KV states: a conversation continued in a new process is not evaluated again.
+        return LlamaEngine(
+            model,
+            n_ctx=args.ctx,
+            n_threads=args.threads,
+            offload=offload,
+            kv_cache=open_cache(model, offload),
+        )
 
     return load
 

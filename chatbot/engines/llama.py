@@ -27,6 +27,7 @@ from chatbot.engines.base import (
     TextChunk,
     token_timing,
 )
+from chatbot.engines.kv_cache import KVCache, restore_llama, save_llama
 from chatbot.engines.offload import OffloadSettings
 from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
 from chatbot.errors import EngineError, ModelLoadError
@@ -128,13 +129,19 @@ class LlamaEngine:
         *,
         offload: OffloadSettings | None = None,
         tuning: Tuning | None = None,
+        kv_cache: KVCache | None = None,
     ):
-        """Load the model; `offload` is the GGUF's plan with flags applied (CPU only when None)."""
+        """Load the model; `offload` is the GGUF's plan with flags applied (CPU only when None).
+
+        With `kv_cache`, each reply's KV state is saved and a turn whose history is not in the
+        context (another conversation ran, or a new process) loads it back (engines.kv_cache).
+        """
         path = check_model_file(Path(model_path))
         # No --threads: start from the cores idle now and keep adapting (chatbot.engines.threads).
         tuning = tuning or Tuning()
         threads = n_threads or start_threads(tuning)
         self.path = path
+        self.kv_cache = kv_cache
         self._lock = threading.Lock()
         self.llm = _load_chat_model(path, n_ctx, threads, offload)
         self.tuner = ThreadTuner(self.llm.ctx, threads, fixed=bool(n_threads), tuning=tuning)
@@ -229,6 +236,8 @@ class LlamaEngine:
     ) -> Iterator[TextChunk | GenerationStats]:
         llm = self.llm
         cached = self.cached_prefix(tokens)
+        if self.kv_cache is not None:
+            cached = restore_llama(llm, self.kv_cache, tokens, cached)
         llm.set_seed(options.seed if options.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         start = time.perf_counter()
@@ -259,6 +268,8 @@ class LlamaEngine:
             if completion >= max_new:
                 break
         generator.close()
+        if self.kv_cache is not None and sampled:
+            save_llama(llm, self.kv_cache, len(tokens))
         tail = decoder.decode(b"", final=True)
         if tail:
             yield TextChunk(tail)
@@ -286,3 +297,5 @@ class LlamaEngine:
     def close(self) -> None:
         with self._lock:
             self.llm.close()
+        if self.kv_cache is not None:
+            self.kv_cache.close()  # the states still being written reach the disk
