@@ -51,6 +51,13 @@ class Server:
         return found
 
 
+def isolated_env(folder: Path) -> dict[str, str]:
+    """A data folder and an empty config file of the test's own (no user settings leak in)."""
+    config = folder / "config.toml"
+    config.touch()
+    return {"CHATBOT_DATA_DIR": str(folder / "data"), "CHATBOT_CONFIG": str(config)}
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -64,7 +71,7 @@ def running_server(folder: Path, *args: str, env: dict[str, str] | None = None) 
     port = free_port()
     db, log = folder / "chat.db", folder / "serve.log"
     command = [sys.executable, "-m", "chatbot.cli", "serve", "--port", str(port), "--db", str(db)]
-    environment = {**os.environ, "CHATBOT_DATA_DIR": str(folder / "data"), **(env or {})}
+    environment = {**os.environ, **isolated_env(folder), **(env or {})}
     with log.open("w") as out:
         process = subprocess.Popen([*command, *args], stdout=out, stderr=out, env=environment)
     server = Server(f"http://127.0.0.1:{port}", db, process, log)

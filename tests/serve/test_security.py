@@ -6,11 +6,12 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
 from tests.chatbot.tiny_gguf import build_tiny_chat_gguf
-from tests.serve.conftest import chat, running_server
+from tests.serve.conftest import chat, isolated_env, running_server
 
 KEY = "k3y-for-tests-only"
 SHOP = "https://shop.example"
@@ -82,14 +83,15 @@ def test_cors_only_for_the_named_site(server):
         assert refused.headers["access-control-allow-origin"] == SHOP
 
 
-def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def serve(folder: Path, *args: str) -> subprocess.CompletedProcess:
     environment = {k: v for k, v in os.environ.items() if k != "CHATBOT_API_KEY"}
+    environment.update(isolated_env(folder))
     return subprocess.run(
         [sys.executable, "-m", "chatbot.cli", "serve", "--model", "missing.gguf", *args],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**environment, **(env or {})},
+        env=environment,
     )
 
 
@@ -106,17 +108,17 @@ def serve(*args: str, env: dict[str, str] | None = None) -> subprocess.Completed
         (("--port", "70000"), "--port must be between"),
     ],
 )
-def test_bad_flags_are_one_line_errors(args, says):
-    done = serve(*args)
+def test_bad_flags_are_one_line_errors(tmp_path, args, says):
+    done = serve(tmp_path, *args)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("error: ") and says in done.stderr
     assert "Traceback" not in done.stderr and len(done.stderr.strip().splitlines()) == 1
 
 
-def test_a_busy_port_is_one_error_before_the_model_loads():
+def test_a_busy_port_is_one_error_before_the_model_loads(tmp_path):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
-        done = serve("--port", str(taken.getsockname()[1]))
+        done = serve(tmp_path, "--port", str(taken.getsockname()[1]))
     assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
     assert "missing.gguf" not in done.stderr  # refused before the model was looked at

@@ -2,7 +2,10 @@
 and hand-off resolution in the store, and the web page's own files."""
 
 import asyncio
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +14,7 @@ from chatbot.errors import ChatbotError, StoreError
 from chatbot.serve.limiter import Limiter, QueueFull
 from chatbot.serve.settings import ServeSettings, is_loopback
 from chatbot.store.store import Store
+from tests.serve.conftest import isolated_env
 
 STATIC = Path(__file__).resolve().parents[2] / "chatbot/serve/static"
 
@@ -131,3 +135,28 @@ def test_the_page_loads_only_its_own_files_and_writes_text_never_html():
     for unsafe in ("innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval("):
         assert unsafe not in script
     assert "textContent" in script and 'name="viewport"' in page
+
+
+def test_handoffs_command_lists_customers_and_resolves(tmp_path):
+    db = tmp_path / "chat.db"
+    store = Store(db)
+    conversation = store.new_conversation("web")
+    store.add_customer_token(conversation.id, "t")
+    store.add_message(conversation.id, "user", "Where is my parcel?")
+    handoff = store.add_message(conversation.id, "assistant", "A person will help", handoff=True)
+    store.close()
+
+    def chatbot(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "chatbot.cli", "handoffs", "--db", str(db), *args]
+        env = {**os.environ, **isolated_env(tmp_path)}
+        return subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
+
+    done = chatbot()
+    assert done.returncode == 0, done.stderr
+    listed = done.stdout
+    assert f"{handoff.id}" in listed and "open" in listed
+    assert f"customer conversation {conversation.id}: Where is my parcel?" in listed
+    assert "is resolved" in chatbot("--resolve", str(handoff.id)).stdout
+    assert "resolved" in chatbot().stdout and chatbot("--open").stdout.strip() == "no hand-offs"
+    missing = chatbot("--resolve", "999")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no hand-off 999")
