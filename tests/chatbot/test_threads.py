@@ -190,12 +190,17 @@ def test_idle_cores_is_a_real_count():
 
 
 def test_stats_shows_the_threads_of_each_turn(tiny_gguf, tmp_path):
-    db = tmp_path / "chat.db"
+    db, config = tmp_path / "chat.db", tmp_path / "empty.toml"
+    config.write_text("")
+    env = {**os.environ, "CHATBOT_CONFIG": str(config)}
     chatbot = [sys.executable, "-m", "chatbot.cli"]
     ask = [*chatbot, "ask", "hello", "--model", str(tiny_gguf), "--db", str(db), "--ctx", "256",
            "--threads", "1", "--max-tokens", "4"]  # fmt: skip
-    assert subprocess.run(ask, capture_output=True, timeout=120).returncode == 0
-    done = subprocess.run([*chatbot, "stats", "--db", str(db)], capture_output=True, text=True)
+    done = subprocess.run(ask, capture_output=True, text=True, timeout=120, env=env)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run(
+        [*chatbot, "stats", "--db", str(db)], capture_output=True, text=True, env=env
+    )
     assert "threads per turn: 1 (1 turn)" in done.stdout, done.stdout
 
 
