@@ -17,7 +17,7 @@ import numpy as np
 from converter.errors import OutputError
 from converter.files import temporary_dir
 from converter.info import tensor_types_by_name
-from converter.options import ConvertOptions, check_for_model, check_options
+from converter.options import ConvertOptions, OptimizeOptions, check_for_model, check_options
 from converter.report import Change, Evaluation, Report, Timings, types_by_kind
 from converter.source import Source, resolve_source
 from converter.write import Written, prepare, write_output
@@ -76,11 +76,12 @@ def convert(
 def convert_checkpoint(
     checkpoint: "Checkpoint", output: Path, options: ConvertOptions | None = None
 ) -> ConversionResult:
-    """Write an already loaded (e.g. pruned, in memory) checkpoint as it is: no torch steps,
-    so no importance matrix; then quantize, plan and evaluate as asked."""
+    """Write an already loaded (e.g. pruned, in memory) checkpoint as it is: no torch steps
+    (their options are not used), so no importance matrix; then quantize, plan and evaluate."""
     options = options or ConvertOptions()
     quant = check_options(options, imatrix_possible=False)
-    options = replace(options, quantize=replace(options.quantize, use_imatrix=False))
+    no_imatrix = replace(options.quantize, use_imatrix=False)
+    options = replace(options, quantize=no_imatrix, optimize=OptimizeOptions())
     source = Source(path=checkpoint.tokenizer_dir, spec=str(checkpoint.tokenizer_dir))
     job = _Job(source, checkpoint, check_output(Path(output)), quant, options)
     return _run(job, Timings(), lambda _line: None)
