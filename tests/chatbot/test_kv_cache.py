@@ -126,7 +126,13 @@ def test_second_turn_after_another_conversation_reuses_its_saved_state(tiny_gguf
 
 
 def ask(tiny_gguf, tmp_path, *extra):
-    env = {**os.environ, "CHATBOT_CACHE_DIR": str(tmp_path / "cache")}
+    config = tmp_path / "config.toml"
+    config.touch()
+    env = {
+        **os.environ,
+        "CHATBOT_CACHE_DIR": str(tmp_path / "cache"),
+        "CHATBOT_CONFIG": str(config),
+    }
     done = subprocess.run(
         [sys.executable, "-m", "chatbot.cli", "ask", *extra, "--model", str(tiny_gguf)]
         + ["--db", str(tmp_path / "chat.db"), "--ctx", "512", "--threads", "1", "--json"]
