@@ -1,17 +1,25 @@
-"""Measuring retrieval on labelled questions: how a company sets the hand-off threshold.
+"""Measuring retrieval and the three bands on labelled questions (`chatbot faq-eval`).
 
-A threshold chosen on one knowledge base does not carry over to another (bench/faq_bench.py
-shows it on two), so `chatbot faq-eval` runs the same measures on the user's own questions:
-top-1 accuracy, top-3 recall, hand-off recall on questions the FAQ does not cover and false
-hand-offs on questions it does, at the current threshold and swept over others.
+The thresholds are measured on the knowledge base itself (chatbot.faq.calibration); a company
+with labelled questions checks them here: top-1 accuracy, top-3 recall, and what each band does
+with questions the FAQ covers (answered directly from the right entry, resolved: answered or
+the right entry among the choices of an ask-back, handed off) and with those it does not
+(answered directly: a confident wrong answer), at the thresholds in use and with the answer
+threshold swept.
 """
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from chatbot.errors import KnowledgeBaseError
-from chatbot.faq.knowledge_base import KnowledgeBase, Retrieval, answers
+from chatbot.faq.knowledge_base import (
+    Bands,
+    KnowledgeBase,
+    Retrieval,
+    band_of,
+    choices_of,
+)
 
 HANDOFF = "handoff"  # the `expected` value of a question the FAQ does not cover
 SWEEP = (0.30, 0.35, 0.40, 0.45, 0.50, 0.55, 0.60)
@@ -26,23 +34,28 @@ class LabelledQuestion:
 
 @dataclass(frozen=True)
 class Rates:
-    """The four measures at one threshold (each 0..1; 0 when there is nothing to count)."""
+    """The measures at one answer threshold (each 0..1; 0 when there is nothing to count)."""
 
     threshold: float
     top1: float
     top3: float
-    handoff_recall: float
-    false_handoffs: float
+    handoff_recall: float  # uncovered questions not answered directly (asked back or handed off)
+    false_handoffs: float  # covered questions handed off
+    covered_direct: float = 0.0  # covered, answered directly from the right entry
+    covered_resolved: float = 0.0  # ... or the right entry among the ask-back's choices
+    covered_wrong: float = 0.0  # covered, answered directly from a wrong entry
+    uncovered_direct: float = 0.0  # uncovered, answered directly: a confident wrong answer
 
 
 @dataclass(frozen=True)
 class Evaluation:
     covered: int
     uncovered: int
-    threshold: float  # the knowledge base's, in use
+    threshold: float  # the answer threshold in use
     rates: list[Rates]  # at the threshold in use and at each of SWEEP, lowest first
     answered_uncovered: list[str]  # at the current threshold: the bot answered, should not have
     handed_off_covered: list[str]  # at the current threshold: the bot handed off, should not have
+    handoff_threshold: float = 0.0  # below it the bot hands off; between the two it asks back
 
     @property
     def in_use(self) -> Rates:
@@ -96,35 +109,57 @@ def _parse(line: str, known_ids: set[str]) -> tuple[str, LabelledQuestion | None
 
 
 def evaluate(kb: KnowledgeBase, questions: list[LabelledQuestion]) -> Evaluation:
-    """Retrieve every question once, then count at each threshold."""
+    """Retrieve every question once, then count at each answer threshold."""
     found = [(q, kb.retrieve(q.question, previous=q.previous)) for q in questions]
-    thresholds = sorted({round(t, 4) for t in (kb.confidence, *SWEEP)})
+    bands = kb.bands
+    thresholds = sorted({round(t, 4) for t in (bands.answer, *SWEEP)})
     covered = [(q, r) for q, r in found if q.expected != HANDOFF]
     uncovered = [(q, r) for q, r in found if q.expected == HANDOFF]
     return Evaluation(
         covered=len(covered),
         uncovered=len(uncovered),
-        threshold=kb.confidence,
-        rates=[rates_at(covered, uncovered, t) for t in thresholds],
-        answered_uncovered=[q.question for q, r in uncovered if answers(r.hits, kb.confidence)],
-        handed_off_covered=[q.question for q, r in covered if not answers(r.hits, kb.confidence)],
+        threshold=bands.answer,
+        rates=[rates_at(covered, uncovered, _at(bands, t)) for t in thresholds],
+        answered_uncovered=[q.question for q, r in uncovered if r.band == "answer"],
+        handed_off_covered=[q.question for q, r in covered if r.band == "handoff"],
+        handoff_threshold=bands.handoff,
     )
+
+
+def _at(bands: Bands, answer: float) -> Bands:
+    """The bands with another answer threshold (the hand-off one no higher than it)."""
+    return replace(bands, answer=answer, handoff=min(bands.handoff, answer))
+
+
+def resolved(question: LabelledQuestion, retrieval: Retrieval, bands: Bands) -> bool:
+    """Answered directly from the right entry, or the right entry among the choices offered."""
+    band = band_of(retrieval.hits, bands)
+    if band == "answer":
+        return retrieval.ids[:1] == [question.expected]
+    offered = [hit.id for hit in choices_of(retrieval.hits, bands)]
+    return band == "ask" and question.expected in offered
 
 
 def rates_at(
     covered: list[tuple[LabelledQuestion, Retrieval]],
     uncovered: list[tuple[LabelledQuestion, Retrieval]],
-    threshold: float,
+    bands: Bands,
 ) -> Rates:
-    """The four measures if the bot answered from entries scoring at least `threshold`."""
+    """The measures if the bot used these bands."""
+    band = {id(r): band_of(r.hits, bands) for _, r in [*covered, *uncovered]}
+    right = [r.ids[:1] == [q.expected] for q, r in covered]
+    direct = [band[id(r)] == "answer" for _, r in covered]
+    n, m = len(covered), len(uncovered)
     return Rates(
-        threshold=threshold,
-        top1=share(sum(r.ids[:1] == [q.expected] for q, r in covered), len(covered)),
-        top3=share(sum(q.expected in r.ids[:3] for q, r in covered), len(covered)),
-        handoff_recall=share(
-            sum(not answers(r.hits, threshold) for _, r in uncovered), len(uncovered)
-        ),
-        false_handoffs=share(sum(not answers(r.hits, threshold) for _, r in covered), len(covered)),
+        threshold=bands.answer,
+        top1=share(sum(right), n),
+        top3=share(sum(q.expected in r.ids[:3] for q, r in covered), n),
+        handoff_recall=share(sum(band[id(r)] != "answer" for _, r in uncovered), m),
+        false_handoffs=share(sum(band[id(r)] == "handoff" for _, r in covered), n),
+        covered_direct=share(sum(d and ok for d, ok in zip(direct, right, strict=True)), n),
+        covered_resolved=share(sum(resolved(q, r, bands) for q, r in covered), n),
+        covered_wrong=share(sum(d and not ok for d, ok in zip(direct, right, strict=True)), n),
+        uncovered_direct=share(sum(band[id(r)] == "answer" for _, r in uncovered), m),
     )
 
 

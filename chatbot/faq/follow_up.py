@@ -3,9 +3,11 @@
 A follow-up means little alone and is read with the customer's message before it. Reading every
 short message that way pulled new, self-contained messages to the earlier topic: after "Can I
 cancel my order?", "Tell me a joke" matched the cancellation article with full confidence. So
-only messages that lean on what came before are read with it: very short ones ("And express?"),
-ones that start by continuing ("and", "what about", "what if", "even", ...), and short ones that
-point back ("it", "that", "there", "too", "instead", ...).
+only messages that lean on what came before are read with it: ones that start by continuing
+("and", "what about", "what if", "even", ...), and short ones that point back ("it", "that",
+"there", "too", "instead", "extra", ...). Shortness alone is not leaning: "what's the weather"
+after a question on payments repeated the payment answer when every message of three words or
+fewer was read as a follow-up.
 """
 
 import re
@@ -16,14 +18,13 @@ _CONTINUES = re.compile(
 )
 _POINTS_BACK = re.compile(
     r"\b(?:it|its|it's|that|this|they|them|those|these|there|one|ones|too|also|instead|"
-    r"either|as well)\b",
+    r"either|as well|extra)\b",
     re.I,
 )
 
 
 def looks_like_follow_up(text: str) -> bool:
     """True when the message leans on the one before it."""
-    words = len(text.split())
-    if words > MAX_WORDS:
+    if len(text.split()) > MAX_WORDS:
         return False
-    return words <= 3 or bool(_CONTINUES.match(text) or _POINTS_BACK.search(text))
+    return bool(_CONTINUES.match(text) or _POINTS_BACK.search(text))

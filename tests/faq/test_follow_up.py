@@ -30,6 +30,8 @@ def test_follow_ups(text):
         "Who won the game last night?",
         "How do I change the email address on my account?",
         "And I would also like to know which payment methods you accept when shipping abroad",
+        "what's the weather",  # short is not leaning on the message before
+        "lol are you a robot",
     ],
 )
 def test_new_messages(text):
