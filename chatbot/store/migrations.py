@@ -106,3 +106,19 @@ def _conversation_settings(db: Database) -> None:
             max_tokens INTEGER,
             mode TEXT
         )""")
+
+
+@migrations(name="0007_faq_bands")
+def _faq_bands(db: Database) -> None:
+    """What the FAQ bot did with each reply (chatbot.faq.policy), for the support team's counts.
+
+    band: "answer", "ask_back" (asked which entry was meant), "ask_again" (the same choices
+    after an unclear pick), "handoff", "person_request", "small_talk", "handoff_reply" (the
+    customer's yes/no after a hand-off), "choice_help". choices: the entry ids an ask-back
+    offered. outcome / choice: set later on an ask-back ("picked" with the entry id,
+    "declined", "handoff", "new_question") or a hand-off ("declined"). quoted: why the
+    article's own text was shown instead of the model's reply, which `generated` keeps.
+    """
+    for column in ("band", "outcome", "choice", "quoted", "generated"):
+        db.execute(f"ALTER TABLE messages ADD COLUMN {column} TEXT")
+    db.execute("ALTER TABLE messages ADD COLUMN choices TEXT NOT NULL DEFAULT '[]'")

@@ -40,6 +40,13 @@ class Message:
     handoff: bool = False
     prompt_content: str | None = None  # what the model saw instead, when it differs
     unsupported: tuple[str, ...] = ()  # facts the reply states that its FAQ article does not
+    # The FAQ bot's record (chatbot.store.migrations 0007 says what each value means).
+    band: str | None = None
+    choices: tuple[str, ...] = ()  # entry ids an ask-back offered
+    outcome: str | None = None  # what became of an ask-back or a hand-off
+    choice: str | None = None  # the entry id picked from an ask-back
+    quoted: str | None = None  # why the article's text was shown instead of the model's reply
+    generated: str | None = None  # the model's reply, when the article was shown instead
     replaced_at: str | None = None  # set when the turn was sent again (kept as an alternative)
 
 
@@ -62,6 +69,22 @@ class TurnRecord:
     stop_reason: str
     created_at: str = ""
     id: int | None = None
+
+
+@dataclass(frozen=True)
+class FaqCounts:
+    """What the FAQ bot did, over every saved reply (`chatbot stats`, `chatbot handoffs`)."""
+
+    answered: int = 0  # replies from an entry (the model's or the article quoted)
+    quoted: int = 0  # ... of which the article's own text (by setting or as a fallback)
+    asked_back: int = 0  # "Did you mean ...?"
+    picked: int = 0  # ask-backs the customer answered with a choice
+    declined: int = 0  # ... with "no": handed off
+    handed_off_after: int = 0  # ... with a message the bot still could not place: handed off
+    new_question: int = 0  # ... with a new question the bot answered
+    open: int = 0  # ... not answered (yet)
+    handoffs: int = 0  # hand-offs of every kind
+    handoffs_declined: int = 0  # hand-offs the customer then said no to
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from chatbot.store.migrations import migrations
 from chatbot.store.records import (
     Conversation,
     ConversationSettings,
+    FaqCounts,
     Handoff,
     Message,
     TurnRecord,
@@ -34,6 +35,7 @@ from chatbot.store.stats import ModelStats, model_stats
 __all__ = [
     "Conversation",
     "ConversationSettings",
+    "FaqCounts",
     "Handoff",
     "Message",
     "Store",
@@ -276,6 +278,10 @@ class Store:
         handoff: bool = False,
         prompt_content: str | None = None,
         unsupported: tuple[str, ...] | list[str] = (),
+        band: str | None = None,
+        choices: tuple[str, ...] | list[str] = (),
+        quoted: str | None = None,
+        generated: str | None = None,
     ) -> Message:
         """Save one message and touch the conversation, in one transaction."""
         stamp = now()
@@ -289,13 +295,49 @@ class Store:
             "sources": json.dumps(list(sources)),
             "handoff": int(handoff),
             "unsupported": json.dumps(list(unsupported)),
+            "band": band,
+            "choices": json.dumps(list(choices)),
+            "quoted": quoted,
+            "generated": generated,
         }
         with self._write("save a message"):
             mid = self.db["messages"].insert(row).last_pk
             self.db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id]
             )
-        return _message({**row, "id": mid})
+        return _message({**row, "id": mid, "outcome": None, "choice": None})
+
+    def record_outcome(self, message_id: int, outcome: str, choice: str | None = None) -> None:
+        """What became of an ask-back or a hand-off (see migration 0005). A hand-off the
+        customer declined is marked resolved: nobody needs to act on it."""
+        with self._write("record what came of a reply"):
+            self.db.execute(
+                "UPDATE messages SET outcome = ?, choice = ? WHERE id = ?",
+                [outcome, choice, message_id],
+            )
+            if outcome == "declined":
+                self.db.execute(
+                    "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
+                    "WHERE id = ? AND handoff = 1",
+                    [now(), message_id],
+                )
+
+    def faq_counts(self) -> FaqCounts:
+        """Answers, ask-backs by outcome, and hand-offs, over every saved reply."""
+        sql = """
+            SELECT
+              SUM(band = 'answer'), SUM(band = 'answer' AND quoted IS NOT NULL),
+              SUM(band = 'ask_back'),
+              SUM(band = 'ask_back' AND outcome = 'picked'),
+              SUM(band = 'ask_back' AND outcome = 'declined'),
+              SUM(band = 'ask_back' AND outcome = 'handoff'),
+              SUM(band = 'ask_back' AND outcome = 'new_question'),
+              SUM(band = 'ask_back' AND outcome IS NULL),
+              SUM(handoff = 1), SUM(handoff = 1 AND outcome = 'declined')
+            FROM messages WHERE role = 'assistant'"""
+        with self._guard("count the FAQ bot's replies"):
+            row = self.db.execute(sql).fetchone()
+        return FaqCounts(*(value or 0 for value in row))
 
     # Latency log
 
@@ -393,5 +435,11 @@ def _message(row: dict) -> Message:
         handoff=bool(row["handoff"]),
         prompt_content=row["prompt_content"],
         unsupported=tuple(json.loads(row["unsupported"] or "[]")),
+        band=row.get("band"),
+        choices=tuple(json.loads(row.get("choices") or "[]")),
+        outcome=row.get("outcome"),
+        choice=row.get("choice"),
+        quoted=row.get("quoted"),
+        generated=row.get("generated"),
         replaced_at=row.get("replaced_at"),
     )

@@ -24,6 +24,7 @@ ALL_MIGRATIONS = [
     "0004_handoff_resolved",
     "0005_replaced_messages",
     "0006_conversation_settings",
+    "0007_faq_bands",
 ]
 
 
