@@ -113,6 +113,11 @@ def _print_json(value: object) -> None:
     print(json.dumps(value, ensure_ascii=False, indent=2))
 
 
+def _model_loader(args: argparse.Namespace) -> Callable[[Path], Engine]:
+    """Loads another GGUF with the same options: the app's per-conversation model choice."""
+    return lambda model: engine_factory(argparse.Namespace(**{**vars(args), "model": model}))()
+
+
 def cmd_chat(args: argparse.Namespace, store: Store) -> int:
     from chatbot.tui.app import ChatApp
 
@@ -122,7 +127,12 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
     kb = _knowledge_base(args)
     options = GenerationOptions(temperature=_default_temperature(kb))
     app = ChatApp(
-        engine_factory(args), store, system_prompt=args.system, knowledge_base=kb, options=options
+        engine_factory(args),
+        store,
+        system_prompt=args.system,
+        knowledge_base=kb,
+        options=options,
+        load_model=None if args.server else _model_loader(args),
     )
     app.run()
     return 0

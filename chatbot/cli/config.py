@@ -69,7 +69,8 @@ def load_config(path: Path | None = None) -> dict[str, Any]:
 
 def load_preferences(path: Path | None = None) -> AppPreferences:
     """The app's preferences the config file holds (all None when there is no file)."""
-    data = _read(path or config_path())
+    path = path or config_path()
+    data = _read(path) if path.exists() else {}  # the app creates the file when it saves
     return AppPreferences(**{k: v for k, v in data.items() if k in PREFERENCE_KEYS})
 
 

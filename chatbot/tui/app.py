@@ -2,17 +2,19 @@
 
 The UI never touches llama.cpp or SQL directly: the `ChatPanel` runs each turn through a
 `Session`, and the `Store` lists and edits conversations. The model loads in a thread worker
-at startup, so the window is live at once and a loading error is a notification, not a crash.
+at startup, so the window is live at once and a loading error is a notification, not a crash;
+a conversation whose settings name another model loads that one the same way.
 """
 
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from textual import work
 from textual.app import App, ComposeResult
-from textual.binding import Binding
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import ModalScreen
@@ -21,60 +23,50 @@ from textual.widgets import Footer
 from chatbot.conversation.export import export_conversation
 from chatbot.engines.base import Engine, GenerationOptions
 from chatbot.errors import ChatbotError
-from chatbot.store.records import Conversation
+from chatbot.store.records import Conversation, ConversationSettings
 from chatbot.store.store import Store
+from chatbot.tui.commands import AppCommands, bindings, key_rows
+from chatbot.tui.layout import BREAKPOINTS, ListAndTheme
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.screens.rename import RenameScreen
-from chatbot.tui.widgets.chat_panel import ChatPanel
+from chatbot.tui.screens.settings import SettingsDefaults, SettingsScreen, cached_models
+from chatbot.tui.widgets.chat_panel import ChatPanel, ReplyStarted
 from chatbot.tui.widgets.conversation_list import ConversationList
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
-from chatbot.tui.widgets.message_view import ReplyEnded
+from chatbot.tui.widgets.message_view import MessageView, ReplyEnded
 from chatbot.tui.widgets.status_line import StatusLine
+from converter.paths import cache_dir
 
 if TYPE_CHECKING:
     from chatbot.faq.knowledge_base import KnowledgeBase
 
 log = logging.getLogger("chatbot.tui.app")
-NEW = "Start a new conversation"
-RENAME = "Rename the conversation (highlighted in the list, else the open one)"
-DELETE = "Delete the conversation (highlighted in the list, else the open one)"
-EXPORT = "Export the conversation to a Markdown or JSON file"
 CLOSE_WAIT_S = 30.0  # on quit, how long a reply may take to stop (one token, or a prompt eval)
 
 
 @dataclass
 class EngineLoaded(Message):
     engine: Engine
+    model_file: str | None = None  # from the model cache; None: the model the app started with
 
 
 @dataclass
 class EngineFailed(Message):
     error: str
+    model_file: str | None = None
 
 
-class ChatApp(App[None]):
+class ChatApp(ListAndTheme, App[None]):
     """Conversation list, conversation, editor and status line over one engine and one store."""
 
     CSS_PATH = "app.tcss"
     TITLE = "Offline chatbot"
-    # Priority: an action runs before the keys typed after it reach the editor, so Ctrl+N
-    # followed at once by a message sends it to the new conversation. Esc stays non-priority
-    # so that dialogs get it first.
-    BINDINGS = [
-        Binding("f1", "help", "Help", priority=True, tooltip="Show every key"),
-        Binding("escape", "stop_reply", "Stop", tooltip="Stop the reply, keeping its text"),
-        Binding("ctrl+n", "new_conversation", "New", priority=True, tooltip=NEW),
-        Binding("f2", "rename_conversation", "Rename", priority=True, tooltip=RENAME),
-        Binding("f8", "delete_conversation", "Delete", priority=True, tooltip=DELETE),
-        Binding("ctrl+s", "export_conversation", "Export", priority=True, tooltip=EXPORT),
-        Binding("ctrl+f", "search", "Search conversations", show=False, priority=True),
-        Binding("ctrl+l", "focus_list", "Go to the conversation list", show=False, priority=True),
-        Binding("ctrl+o", "focus_input", "Go to the message editor", show=False, priority=True),
-        Binding("ctrl+q", "quit", "Quit", priority=True, tooltip="Quit"),
-    ]
+    BINDINGS = bindings()  # chatbot.tui.commands: F1, the palette and README share the table
+    COMMANDS = App.COMMANDS | {AppCommands}
+    HORIZONTAL_BREAKPOINTS = BREAKPOINTS  # the list hides below 80 columns (Ctrl+B shows it)
 
     def __init__(
         self,
@@ -84,9 +76,15 @@ class ChatApp(App[None]):
         system_prompt: str | None = None,
         knowledge_base: "KnowledgeBase | None" = None,
         options: GenerationOptions | None = None,
+        load_model: Callable[[Path], Engine] | None = None,
     ) -> None:
+        """`load_model` loads a GGUF a conversation's settings choose from the model cache;
+        without it (a remote server) every conversation uses the engine_factory's model."""
         super().__init__()
         self._engine_factory = engine_factory
+        self._load_model = load_model
+        self._model_file: str | None = None  # the model wanted now; None: as started
+        self._started_model: str | None = None  # its name, once loaded
         self.store = store
         policy = None
         if knowledge_base is not None:
@@ -110,11 +108,16 @@ class ChatApp(App[None]):
             yield ConversationList(id="sidebar")
             yield self.panel
         yield StatusLine(id="status")
-        yield Footer()
+        yield Footer(compact=True)
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """While a dialog is open, only quitting reaches the app; other keys are the dialog's."""
-        return action == "quit" or not isinstance(self.screen, ModalScreen)
+        """While a dialog is open, only quitting reaches the app; other keys are the dialog's.
+        The footer shows Stop only while there is something to stop, and Retry otherwise."""
+        if isinstance(self.screen, ModalScreen):
+            return action == "quit"
+        if action == "stop_reply":
+            return self.panel.replying or self.panel.editing
+        return action != "regenerate" or not self.panel.replying
 
     @property
     def engine(self) -> Engine | None:
@@ -125,7 +128,8 @@ class ChatApp(App[None]):
         return self.panel.conversation_id
 
     async def on_mount(self) -> None:
-        self.load_engine()
+        self.apply_preferences()
+        self.load_engine(self._engine_factory)
         conversations = []
         with shown_errors(self):
             conversations = self.store.list_conversations()
@@ -144,49 +148,116 @@ class ChatApp(App[None]):
     # Model
 
     @work(thread=True, exclusive=True, group="engine", exit_on_error=False)
-    def load_engine(self) -> None:
+    def load_engine(self, factory: Callable[[], Engine], model_file: str | None = None) -> None:
         """Load the model off the UI thread; a failure becomes a notification, not a crash."""
         try:
-            engine = self._engine_factory()
+            engine = factory()
         except ChatbotError as exc:
-            self.post_message(EngineFailed(str(exc)))
+            self.post_message(EngineFailed(str(exc), model_file))
             return
         except Exception as exc:  # llama.cpp or a remote server failing in an unforeseen way
             log.exception("loading the model failed")
-            self.post_message(EngineFailed(f"cannot load the model: {exc}"))
+            self.post_message(EngineFailed(f"cannot load the model: {exc}", model_file))
             return
-        if not self.post_message(EngineLoaded(engine)):
+        if not self.post_message(EngineLoaded(engine, model_file)):
             engine.close()  # the app closed while the model was loading
 
     def on_engine_loaded(self, message: EngineLoaded) -> None:
-        self.panel.engine = message.engine
+        if message.model_file != self._model_file:
+            message.engine.close()  # another model was chosen while this one loaded
+            return
+        if message.model_file is None:
+            self._started_model = message.engine.info.model
+        self.panel.engine, self.panel.engine_error = message.engine, None
         status = self.query_one(StatusLine)
         status.set_engine(message.engine.info)
         status.set_state("Ready")
 
     def on_engine_failed(self, message: EngineFailed) -> None:
+        if message.model_file != self._model_file:
+            return
         self.panel.engine_error = message.error
         self.query_one(StatusLine).set_state("No model")
         self.notify(message.error, title="Model", severity="error", timeout=30, markup=False)
 
+    def use_model(self, model_file: str | None) -> None:
+        """Load the model a conversation's settings name (None: as started) unless it is the
+        one loaded; never while a reply is written (the caller checks)."""
+        if model_file == self._model_file or self._load_model is None:
+            return
+        path = cache_dir() / "models" / model_file if model_file else None
+        if path is not None and not path.is_file():
+            self.notify(f"{path} is missing; keeping the model loaded.", severity="warning")
+            return
+        old, self.panel.engine, self.panel.session = self.panel.engine, None, None
+        self._model_file = model_file
+        status = self.query_one(StatusLine)
+        status.set_engine(None)
+        status.set_state("Loading model…")
+        if old is not None:
+            old.close()
+        factory = partial(self._load_model, path) if path else self._engine_factory
+        self.load_engine(factory, model_file)
+
+    def action_settings(self) -> None:
+        """Conversation settings; saved ones apply from the next turn."""
+        if self.panel.busy():
+            return
+        options = self.panel.options
+        defaults = SettingsDefaults(
+            model=self._started_model or "the model given at start",
+            temperature=options.temperature,
+            max_tokens=options.max_tokens,
+            models=tuple(cached_models()) if self._load_model is not None else (),
+            faq_file=self.knowledge_base.path if self.knowledge_base is not None else None,
+        )
+
+        def chosen(settings: ConversationSettings | None) -> None:
+            if settings is not None and self.panel.save_settings(settings):
+                self.use_model(settings.model_file)
+                self._show_mode()
+                self.notify("Settings saved: the next reply uses them.", markup=False)
+
+        self.push_screen(SettingsScreen(self.panel.settings, defaults), chosen)
+
+    def _show_mode(self) -> None:
+        self.query_one(StatusLine).set_mode("FAQ" if self.panel.faq_mode else "chat")
+
     # Replies
 
-    def on_input_box_submitted(self) -> None:
-        if self.panel.replying:
-            self.query_one(StatusLine).set_state("Writing…")
+    def on_reply_started(self, message: ReplyStarted) -> None:
+        status = self.query_one(StatusLine)
+        status.set_state("Writing…")
+        status.start_reply(message.progress)
 
     async def on_reply_ended(self, message: ReplyEnded) -> None:
         status = self.query_one(StatusLine)
         status.set_state("Ready")
-        if message.result is not None and message.result.stats is not None:
-            status.set_reply(message.result.stats)
+        stats = message.result.stats if message.result is not None else None
+        status.set_reply(stats or status.last_stats)
         await self.refresh_list()
 
     def action_stop_reply(self) -> None:
-        """Esc: stop the reply; the session saves the partial text, marked as stopped."""
+        """Esc: stop the reply (the session saves the partial text, marked as stopped), or
+        stop editing the last message."""
         if self.panel.replying:
             self.panel.stop()
             self.query_one(StatusLine).set_state("Stopping…")
+        elif self.panel.editing:
+            self.panel.stop_editing(clear=True)
+            self.notify("Edit cancelled: the message stays as it was.", markup=False)
+
+    async def action_regenerate(self) -> None:
+        await self.panel.regenerate()
+
+    def action_edit_last(self) -> None:
+        self.panel.edit_last()
+
+    def action_copy_message(self) -> None:
+        self.query_one(MessageView).action_copy_message()
+
+    def action_copy_code(self) -> None:
+        self.query_one(MessageView).action_copy_code()
 
     # Conversations
 
@@ -197,6 +268,9 @@ class ChatApp(App[None]):
             turns = self.store.turns(conversation_id) if conversation_id is not None else []
         await self.panel.open(conversation_id)
         self.query_one(StatusLine).set_reply(turns[-1] if turns else None)
+        self._show_mode()
+        if not self.panel.replying:
+            self.use_model(self.panel.settings.model_file)
         await self.refresh_list()
 
     async def refresh_list(self) -> None:
@@ -218,6 +292,7 @@ class ChatApp(App[None]):
     async def on_conversation_list_chosen(self, message: ConversationList.Chosen) -> None:
         if message.conversation_id != self.conversation_id and not self.panel.busy():
             await self.open_conversation(message.conversation_id)
+        self.hide_narrow_list()
         self.query_one(InputBox).focus()
 
     async def on_conversation_list_search_changed(self) -> None:
@@ -273,13 +348,13 @@ class ChatApp(App[None]):
         self.push_screen(ExportScreen(chosen.title, chosen.id), export)
 
     def action_search(self) -> None:
-        self.query_one(ConversationList).focus_search()
+        self.show_list().focus_search()
 
     def action_focus_list(self) -> None:
-        self.query_one(ConversationList).focus_list()
+        self.show_list().focus_list()
 
     def action_focus_input(self) -> None:
         self.query_one(InputBox).focus()
 
     def action_help(self) -> None:
-        self.push_screen(HelpScreen(self.BINDINGS))
+        self.push_screen(HelpScreen(key_rows()))

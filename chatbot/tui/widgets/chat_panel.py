@@ -1,22 +1,28 @@
 """The open conversation: its messages, the editor, and the worker that writes each reply.
 
-A reply runs `Session.send` in a cancellable thread worker, which posts its chunks to the
-reply's bubble (post_message is thread-safe and never blocks, so a closing app cannot hang the
-worker). Esc cancels the worker; the session then saves the partial reply marked as stopped.
+A reply runs a `Session` turn (`send`, or `retry` to regenerate or resend an edited message)
+in a cancellable thread worker, which posts its chunks to the reply's bubble (post_message is
+thread-safe and never blocks, so a closing app cannot hang the worker). Esc cancels the
+worker; the session then saves the partial reply marked as stopped. Each turn uses the
+conversation's settings (chatbot.store.records.ConversationSettings) over the app's defaults.
 """
 
 import logging
 import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING
 
 from textual import on, work
 from textual.containers import Vertical
+from textual.message import Message
 from textual.worker import get_current_worker
 
 from chatbot.conversation.policy import TurnPolicy
-from chatbot.conversation.session import Notice, Session, TurnResult
+from chatbot.conversation.session import Notice, Session, TurnResult, title_from
 from chatbot.engines.base import Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
+from chatbot.store.records import ConversationSettings
 from chatbot.store.store import Store
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
@@ -27,11 +33,21 @@ from chatbot.tui.widgets.message_view import (
     ReplyEnded,
     ReplyNotice,
 )
+from chatbot.tui.widgets.status_line import ReplyProgress
 
 if TYPE_CHECKING:
     from chatbot.faq.knowledge_base import KnowledgeBase
 
 log = logging.getLogger("chatbot.tui.app")
+EDITING = "Editing your last message · Enter resends it · Esc leaves it as it was"
+Turn = Callable[[Callable[[], bool]], Iterator[TextChunk | Notice | TurnResult]]
+
+
+@dataclass
+class ReplyStarted(Message):
+    """A reply is being written; `progress` counts it (the status line shows it live)."""
+
+    progress: ReplyProgress
 
 
 class ChatPanel(Vertical):
@@ -49,15 +65,18 @@ class ChatPanel(Vertical):
     ) -> None:
         super().__init__(id=id)
         self.store = store
-        self.options = options
+        self.options = options  # the app's defaults; a conversation's settings override them
         self.system_prompt = system_prompt
         self.knowledge_base = knowledge_base  # shows the entries a reply cites
         self.policy = policy  # what each turn's Session asks (the FAQ bot's), None: plain chat
         self.engine: Engine | None = None  # set by the app once the model has loaded
         self.engine_error: str | None = None
         self._opened: int | None = None  # None: a new conversation, saved on its first send
+        self.settings = ConversationSettings(system_prompt=system_prompt)
+        self._unsaved_settings = False  # set for a new conversation, saved on its first send
         self.session: Session | None = None
         self.replying = False
+        self.editing = False  # the editor holds the last message, to resend in its place
         self._idle = threading.Event()  # clear while a reply worker's thread runs
         self._idle.set()
 
@@ -65,15 +84,28 @@ class ChatPanel(Vertical):
         yield MessageView(knowledge_base=self.knowledge_base, id="messages")
         yield InputBox(id="input")
 
+    def on_mount(self) -> None:
+        self.query_one(InputBox).sent_messages = self._sent_messages
+
+    def _sent_messages(self) -> list[str]:
+        with shown_errors(self):
+            return self.store.recent_prompts()
+        return []
+
     async def open(self, conversation_id: int | None) -> None:
         """Show a saved conversation, or an empty new one (None); never while replying."""
         if self.replying:
             return
         messages = []
+        settings = ConversationSettings(system_prompt=self.system_prompt)
         with shown_errors(self):
-            messages = self.store.messages(conversation_id) if conversation_id is not None else []
+            if conversation_id is not None:
+                messages = self.store.messages(conversation_id)
+                settings = self.store.settings(conversation_id)
         self._opened = conversation_id
+        self.settings, self._unsaved_settings = settings, False
         self.session = None
+        self.stop_editing()
         await self.query_one(MessageView).show_history(messages)
 
     @property
@@ -82,6 +114,23 @@ class ChatPanel(Vertical):
         if self.session is not None and self.session.conversation_id is not None:
             return self.session.conversation_id
         return self._opened
+
+    @property
+    def faq_mode(self) -> bool:
+        return self.policy is not None and self.settings.mode != "chat"
+
+    def save_settings(self, settings: ConversationSettings) -> bool:
+        """Keep the settings for the next turn (a new conversation keeps them until its first
+        message saves it); False when they could not be saved."""
+        if self.conversation_id is not None:
+            try:
+                self.store.save_settings(self.conversation_id, settings)
+            except ChatbotError as exc:
+                self.notify(str(exc), severity="error", markup=False)
+                return False
+        self.settings, self._unsaved_settings = settings, self.conversation_id is None
+        self.session = None  # the next turn starts a session with the new settings
+        return True
 
     def busy(self) -> bool:
         """True (and says so) while a reply is being written."""
@@ -98,54 +147,152 @@ class ChatPanel(Vertical):
         self.workers.cancel_group(self, "reply")
         return self._idle.wait(wait_s) if wait_s else self._idle.is_set()
 
-    @on(InputBox.Submitted)
-    async def _send(self, message: InputBox.Submitted) -> None:
-        """Send the editor's text; it stays in the editor when it cannot be sent."""
-        if self.busy():
+    # Message actions
+
+    def last_sent(self) -> str | None:
+        """The last message the user sent in this conversation, None (and says so) if none."""
+        messages = []
+        with shown_errors(self):
+            if self.conversation_id is not None:
+                messages = self.store.messages(self.conversation_id)
+        sent = [m.content for m in messages if m.role == "user"]
+        if not sent:
+            self.notify("Nothing sent in this conversation yet.", markup=False)
+        return sent[-1] if sent else None
+
+    async def regenerate(self) -> None:
+        """Send the last message again; the earlier reply stays in the store."""
+        if self._can_send() and (text := self.last_sent()) is not None:
+            self.stop_editing()
+            await self._start(text, lambda session, stop: session.retry(None, stop), again=True)
+
+    def edit_last(self) -> None:
+        """Put the last message in the editor; Enter resends it in place of the original."""
+        if self.busy() or (text := self.last_sent()) is None:
             return
+        editor = self.query_one(InputBox)
+        editor.text = text
+        editor.move_cursor(editor.document.end)
+        editor.focus()
+        self.editing = True
+        editor.border_title = EDITING
+        editor.add_class("editing")
+        self.app.refresh_bindings()  # the footer shows Esc now
+
+    def stop_editing(self, clear: bool = False) -> None:
+        if self.editing and clear:
+            self.query_one(InputBox).clear()
+        self.editing = False
+        editor = self.query_one(InputBox)
+        editor.border_title = None
+        editor.remove_class("editing")
+        self.app.refresh_bindings()
+
+    # Sending
+
+    def _can_send(self) -> bool:
+        if self.busy():
+            return False
         if self.engine is None:
             why = self.engine_error or "The model is still loading; your message stays in the box."
             self.notify(why, severity="warning", markup=False)
+            return False
+        return True
+
+    @on(InputBox.Submitted)
+    async def _send(self, message: InputBox.Submitted) -> None:
+        """Send the editor's text; it stays in the editor when it cannot be sent."""
+        if not self._can_send():
             return
         if not message.text.strip():
             self.notify("The message is empty; type something to send.", markup=False)
             return
+        text = message.text
+        if self.editing:
+            self.stop_editing()
+            retry = lambda session, stop: session.retry(text, stop)  # noqa: E731
+            await self._start(text, retry, again=True, from_editor=True)
+        else:
+            send = lambda session, stop: session.send(text, stop)  # noqa: E731
+            await self._start(text, send, from_editor=True)
+
+    async def _start(
+        self,
+        text: str,
+        turn: Callable[[Session, Callable[[], bool]], Iterator],
+        *,
+        again: bool = False,
+        from_editor: bool = False,
+    ) -> None:
+        """Show the turn (in place of the last one when it is sent `again`) and write it; the
+        editor is emptied only once the turn can start, so a failure leaves the text there."""
         with shown_errors(self):
-            if self.session is None:
-                self.session = Session(
-                    self.engine,
-                    self.store,
-                    conversation_id=self.conversation_id,
-                    system_prompt=self.system_prompt,
-                    policy=self.policy,
-                    options=self.options,
-                )
-            text = message.input_box.take_text()
+            session = self._session(text)
+            if from_editor:
+                self.query_one(InputBox).take_text()
+            view = self.query_one(MessageView)
+            if again:
+                await view.drop_last_turn()
             self.replying = True
+            self.app.refresh_bindings()
             self._idle.clear()
-            bubble = await self.query_one(MessageView).start_turn(text)
-            self.generate(self.session, text, bubble)
+            bubble = await view.start_turn(text)
+            progress = ReplyProgress()
+            self.post_message(ReplyStarted(progress))
+            self.generate(lambda stop: turn(session, stop), text, bubble, progress)
+
+    def _session(self, first_text: str) -> Session:
+        """The open conversation's session, with its settings over the app's defaults; a new
+        conversation with settings of its own is saved first, so they go with it."""
+        if self.session is not None:
+            return self.session
+        settings = self.settings
+        if self.conversation_id is None and self._unsaved_settings:
+            conversation = self.store.new_conversation(
+                title_from(first_text),
+                system_prompt=settings.system_prompt,
+                model=self.engine.info.model,
+            )
+            self.store.save_settings(conversation.id, settings)
+            self._opened, self._unsaved_settings = conversation.id, False
+        options = self.options
+        if settings.temperature is not None:
+            options = replace(options, temperature=settings.temperature)
+        if settings.max_tokens is not None:
+            options = replace(options, max_tokens=settings.max_tokens)
+        self.session = Session(
+            self.engine,
+            self.store,
+            conversation_id=self.conversation_id,
+            system_prompt=settings.system_prompt,
+            policy=self.policy if self.faq_mode else None,
+            options=options,
+        )
+        return self.session
 
     @work(thread=True, exclusive=True, group="reply", exit_on_error=False)
-    def generate(self, session: Session, text: str, bubble: MessageBubble) -> None:
+    def generate(
+        self, turn: Turn, text: str, bubble: MessageBubble, progress: ReplyProgress
+    ) -> None:
         """Run one turn, posting chunks to the bubble in order; `stop` cancels this worker."""
         try:
-            saved_before = _saved_count(session)
-            result, error = self._run_turn(session, text, bubble)
-            saved = result is not None or _saved_count(session) > saved_before
+            before = _last_saved(self.session)
+            result, error = self._run_turn(turn, bubble, progress)
+            saved = result is not None or _last_saved(self.session) != before
             bubble.post_message(ReplyEnded(result, error, text, user_saved=saved))
         finally:
             self._idle.set()
 
     def _run_turn(
-        self, session: Session, text: str, bubble: MessageBubble
+        self, turn: Turn, bubble: MessageBubble, progress: ReplyProgress
     ) -> tuple[TurnResult | None, str | None]:
         """Stream the session's reply into the bubble: (the saved turn, or why there is none)."""
         worker = get_current_worker()
         result: TurnResult | None = None
         try:
-            for item in session.send(text, lambda: worker.is_cancelled):
+            for item in turn(lambda: worker.is_cancelled):
                 if isinstance(item, TextChunk):
+                    progress.add()
                     bubble.post_message(ReplyChunk(item.text))
                 elif isinstance(item, Notice):
                     bubble.post_message(ReplyNotice(item.text, item.level))
@@ -165,6 +312,7 @@ class ChatPanel(Vertical):
     async def on_reply_ended(self, message: ReplyEnded) -> None:
         """On failure, say why, show exactly what was saved and give back unsaved text."""
         self.replying = False
+        self.app.refresh_bindings()
         if message.result is not None and message.result.stopped:
             self.notify("Reply stopped; the partial text is kept.", markup=False)
         if message.error is None:
@@ -179,8 +327,11 @@ class ChatPanel(Vertical):
             self.session = session  # keep its record of history left out of the prompt
 
 
-def _saved_count(session: Session) -> int:
+def _last_saved(session: Session | None) -> int | None:
+    """The id of the conversation's last message (a turn sent again replaces, so a count
+    cannot tell whether something was saved)."""
     try:
-        return len(session.messages())
+        messages = session.messages() if session is not None else []
     except ChatbotError:
-        return 0
+        return None
+    return messages[-1].id if messages else None

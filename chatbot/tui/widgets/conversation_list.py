@@ -37,6 +37,7 @@ class ConversationList(Vertical):
 
     def compose(self):
         yield Input(placeholder="Search conversations (Ctrl+F)", id="search")
+        yield Label("", id="no-match", classes="hint")
         yield ListView(id="conversations")
 
     @property
@@ -50,6 +51,10 @@ class ConversationList(Vertical):
         await list_view.extend(ConversationItem(c) for c in conversations)
         ids = [c.id for c in conversations]
         list_view.index = ids.index(selected) if selected in ids else None
+        searched = self.search_text.strip()
+        none = Content(f"No conversation matches “{searched}”.") if searched and not ids else ""
+        self.query_one("#no-match", Label).update(none)
+        self.query_one("#no-match").display = bool(none)
 
     @on(ListView.Selected, "#conversations")
     def _chosen(self, event: ListView.Selected) -> None:
@@ -63,9 +68,14 @@ class ConversationList(Vertical):
         self.post_message(self.SearchChanged(event.value))
 
     @on(Input.Submitted, "#search")
-    def _to_results(self, event: Input.Submitted) -> None:
+    def _open_first(self, event: Input.Submitted) -> None:
+        """Enter in the search box opens the first conversation found (none: says so)."""
         event.stop()
-        self.focus_list()
+        first = self.query(ConversationItem)
+        if first:
+            self.post_message(self.Chosen(first.first(ConversationItem).conversation_id))
+        else:
+            self.notify("No conversation matches; change the search.", markup=False)
 
     def focus_search(self) -> None:
         self.query_one("#search", Input).focus()

@@ -3,12 +3,17 @@
 The reply worker posts `ReplyChunk`s and one `ReplyEnded` to the streaming bubble (in order,
 from its thread); the bubble feeds a `MarkdownStream`, which batches updates instead of
 re-rendering the whole reply per token, and the scroll view stays anchored to the bottom.
+Every line break of a message is shown as typed (Markdown would join lines into one).
+When the view has focus, up and down select a message for the copy commands.
 """
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from markdown_it import MarkdownIt
+from markdown_it.rules_core import StateCore
+from textual.binding import Binding
 from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
 from textual.message import Message
@@ -17,6 +22,7 @@ from textual.widgets.markdown import MarkdownStream
 
 from chatbot.conversation.session import TurnResult
 from chatbot.store.records import Message as StoredMessage
+from chatbot.tui.clipboard import CodeCursor, code_blocks, copied_code_note
 
 if TYPE_CHECKING:
     from chatbot.faq.knowledge_base import KnowledgeBase
@@ -51,6 +57,21 @@ class ReplyEnded(Message):
     error: str | None = None
     text: str = ""  # what the user sent, for the app to put back when it was not saved
     user_saved: bool = True
+
+
+def keep_line_breaks() -> MarkdownIt:
+    """The view's Markdown parser: GitHub-like, with each line break kept as typed (a soft
+    break, which Markdown shows as a space, becomes a hard one)."""
+    parser = MarkdownIt("gfm-like")
+    parser.core.ruler.push("hard_breaks", _hard_breaks)
+    return parser
+
+
+def _hard_breaks(state: StateCore) -> None:
+    for token in state.tokens:
+        for child in token.children or ():
+            if child.type == "softbreak":
+                child.type = "hardbreak"
 
 
 def cited_entries(sources: Iterable[str], knowledge_base: "KnowledgeBase | None") -> Content:
@@ -91,7 +112,7 @@ class MessageBubble(Vertical):
 
     def compose(self):
         yield Label(ROLE_TITLES.get(self.role, self.role), classes="role")
-        yield Markdown(self._initial, classes="body")
+        yield Markdown(self._initial, classes="body", parser_factory=keep_line_breaks)
         yield Static("", classes="footer")
 
     @property
@@ -158,11 +179,72 @@ class MessageBubble(Vertical):
 class MessageView(VerticalScroll, can_focus=True):
     """The scrollable conversation, anchored to the bottom while a reply streams."""
 
+    BINDINGS = [
+        Binding("up", "select(-1)", "Previous message", show=False),
+        Binding("down", "select(1)", "Next message", show=False),
+        Binding("y", "copy_message", "Copy the message", show=False),
+        Binding("c", "copy_code", "Copy a code block", show=False),
+    ]
+
     def __init__(
         self, *, knowledge_base: "KnowledgeBase | None" = None, id: str | None = None
     ) -> None:  # noqa: A002
         super().__init__(id=id)
         self.knowledge_base = knowledge_base
+        self._code = CodeCursor()
+
+    @property
+    def selected(self) -> MessageBubble | None:
+        found = self.query(".bubble.-selected")
+        return found.first(MessageBubble) if found else None
+
+    def last_reply(self) -> MessageBubble | None:
+        replies = self.query(".bubble.assistant")
+        return replies.last(MessageBubble) if replies else None
+
+    def action_select(self, step: int) -> None:
+        """Select the previous or next message (the last one first) and bring it into view."""
+        bubbles = list(self.query(MessageBubble))
+        if not bubbles:
+            return
+        current = self.selected
+        index = bubbles.index(current) + step if current else len(bubbles) - 1
+        chosen = bubbles[max(0, min(index, len(bubbles) - 1))]
+        for bubble in bubbles:
+            bubble.set_class(bubble is chosen, "-selected")
+        self.release_anchor()
+        chosen.scroll_visible(animate=False)
+
+    def action_copy_message(self) -> None:
+        """Copy the selected message, else the last reply, to the clipboard (as Markdown)."""
+        bubble = self.selected or self.last_reply()
+        if bubble is None or not bubble.text:
+            self.notify("Nothing to copy yet.", markup=False)
+            return
+        self.app.copy_to_clipboard(bubble.text)
+        whose = "the reply" if bubble.role == "assistant" else "your message"
+        count = len(bubble.text)
+        self.notify(f"Copied {whose} ({count} character{'s' if count != 1 else ''}).")
+
+    def action_copy_code(self) -> None:
+        """Copy the next code block of the selected message, else of the conversation, newest
+        first: pressed again, the one before."""
+        bubbles = [self.selected] if self.selected else list(self.query(MessageBubble))
+        blocks = [block for bubble in bubbles for block in code_blocks(bubble.text)]
+        found = self._code.next(blocks)
+        if found is None:
+            self.notify("No code block to copy.", markup=False)
+            return
+        block, number = found
+        self.app.copy_to_clipboard(block.code)
+        self.notify(copied_code_note(block, number, len(blocks)), markup=False)
+
+    async def drop_last_turn(self) -> None:
+        """Remove the last message the user sent and everything after it (it is sent again)."""
+        users = self.query(".bubble.user")
+        if users:
+            last = users.last()
+            await self.remove_children(self.children[self.children.index(last) :])
 
     def bubble(self, role: str, content: str = "") -> MessageBubble:
         return MessageBubble(role, content, knowledge_base=self.knowledge_base)
@@ -187,6 +269,8 @@ class MessageView(VerticalScroll, can_focus=True):
     async def start_turn(self, user_text: str) -> MessageBubble:
         """Show the user's message and an empty reply bubble ready to stream into."""
         await self.query(".hint").remove()
+        for bubble in self.query(".-selected"):
+            bubble.remove_class("-selected")
         reply = self.bubble("assistant")
         await self.mount_all([self.bubble("user", user_text), reply])
         reply.start_stream()

@@ -1,0 +1,67 @@
+"""What the app remembers between runs and how it fits the screen: the theme, and the
+conversation list shown or hidden (a narrow screen hides it until Ctrl+B shows it)."""
+
+from dataclasses import replace
+
+from textual.app import App
+from textual.theme import Theme
+
+from chatbot.cli.config import AppPreferences, load_preferences, save_preferences
+from chatbot.tui.widgets.conversation_list import ConversationList
+from chatbot.tui.widgets.feedback import shown_errors
+from chatbot.tui.widgets.input_box import InputBox
+
+# Screen classes by width: below 80 columns the list hides; from 120 it is wider (app.tcss).
+BREAKPOINTS = [(0, "-narrow"), (80, "-normal"), (120, "-wide")]
+
+
+class ListAndTheme(App):
+    """The chat app's preferences (config file) and its conversation list's visibility."""
+
+    preferences = AppPreferences()
+
+    def apply_preferences(self) -> None:
+        """The theme and list the user chose last time; a theme chosen later is saved."""
+        with shown_errors(self):
+            self.preferences = load_preferences()
+        if self.preferences.theme in self.available_themes:
+            self.theme = self.preferences.theme
+        if self.preferences.conversation_list is not None:
+            hidden = not self.preferences.conversation_list
+            self.query_one(ConversationList).set_class(hidden, "-hidden")
+        self.theme_changed_signal.subscribe(self, self._theme_changed)
+
+    def _theme_changed(self, theme: Theme) -> None:
+        self.save_preferences(replace(self.preferences, theme=theme.name))
+
+    def save_preferences(self, preferences: AppPreferences) -> None:
+        if preferences != self.preferences:
+            self.preferences = preferences
+            with shown_errors(self):
+                save_preferences(preferences)
+
+    def action_toggle_list(self) -> None:
+        """Show or hide the list: on a narrow screen until a conversation is chosen, on a
+        wider one for good (kept in the config file)."""
+        sidebar = self.query_one(ConversationList)
+        if self.screen.has_class("-narrow"):
+            sidebar.set_class(not sidebar.display, "-shown")
+        else:
+            sidebar.set_class(sidebar.display, "-hidden")
+            self.save_preferences(replace(self.preferences, conversation_list=sidebar.display))
+        if sidebar.display:
+            sidebar.focus_list()
+        else:
+            self.query_one(InputBox).focus()
+
+    def show_list(self) -> ConversationList:
+        """The list, shown if it was hidden (Ctrl+L, Ctrl+F)."""
+        sidebar = self.query_one(ConversationList)
+        if not sidebar.display:
+            sidebar.add_class("-shown")
+            sidebar.remove_class("-hidden")
+        return sidebar
+
+    def hide_narrow_list(self) -> None:
+        """On a narrow screen the list goes once a conversation is chosen."""
+        self.query_one(ConversationList).remove_class("-shown")
