@@ -15,7 +15,15 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import assert_never
 
-from chatbot.conversation.policy import AskModel, ReplyNow, TurnDecision, TurnPolicy
+from chatbot.conversation.policy import (
+    AskBack,
+    AskModel,
+    Checked,
+    Choice,
+    ReplyNow,
+    TurnDecision,
+    TurnPolicy,
+)
 from chatbot.conversation.repetition import RepetitionGuard
 from chatbot.engines.base import (
     ChatMessage,
@@ -64,6 +72,9 @@ class TurnResult:
     cpu_seconds: float = 0.0
     turn_id: int | None = None
     history_left_out: int = 0  # messages of this conversation not in the prompt
+    band: str | None = None  # what the FAQ bot did (chatbot.store.migrations 0007)
+    clarify: tuple[Choice, ...] = ()  # the entries an ask-back offers
+    quoted: str | None = None  # why the article's text is the answer, not the model's reply
 
 
 def clean_text(text: str) -> str:
@@ -127,8 +138,10 @@ class Session:
             raise ChatbotError("the message is empty; type something to send")
         history = self._history_before(clean)
         decision = self._decide(clean, history)
+        if (resolves := decision.resolves) is not None:
+            self.store.record_outcome(resolves.message_id, resolves.outcome, resolves.choice)
         match decision:
-            case ReplyNow():
+            case ReplyNow() | AskBack():
                 yield from self._without_model(clean, decision)
             case AskModel():
                 yield from self._with_model(clean, history, decision, should_stop)
@@ -197,15 +210,25 @@ class Session:
             return []
         return self.store.messages(self.conversation_id)
 
-    def _without_model(self, clean: str, reply: ReplyNow) -> Iterator[TextChunk | TurnResult]:
-        """A reply the policy gave without the model (a hand-off, a person asked for, a line
-        of small talk). Saves the message and the reply."""
+    def _without_model(
+        self, clean: str, reply: ReplyNow | AskBack
+    ) -> Iterator[TextChunk | TurnResult]:
+        """A reply the policy gave without the model (a hand-off, an ask-back, an article
+        quoted, a line of small talk). Saves the message and the reply."""
         user = self.store.add_message(self.conversation_id, "user", clean)
+        asking = isinstance(reply, AskBack)
         answer = self.store.add_message(
-            self.conversation_id, "assistant", reply.text, handoff=reply.handoff
+            self.conversation_id,
+            "assistant",
+            reply.text,
+            handoff=not asking and reply.handoff,
+            sources=() if asking else reply.sources,
+            band=reply.band,
+            choices=[choice.id for choice in reply.choices] if asking else (),
+            quoted=None if asking else reply.quoted,
         )
         yield TextChunk(reply.text)
-        yield self._result(user.id, answer)
+        yield self._result(user.id, answer, clarify=reply.choices if asking else ())
 
     def _prompt(self, history: list[Message], newest: ChatMessage) -> list[ChatMessage]:
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
@@ -274,7 +297,8 @@ class Session:
                 else:
                     first, pieces = first or time.perf_counter(), pieces + 1
                     guard.add(item.text)
-                    yield item
+                    if not asked.hold:  # held: shown once checked, below
+                        yield item
         except Exception:
             failed, stats = True, None  # what came is kept, as a stopped reply
             raise
@@ -282,13 +306,17 @@ class Session:
             # Reached on normal end, on error and when the consumer closes the generator early.
             if guard.looping and stats is not None:
                 stats = replace(stats, stop_reason="repetition")
-            reply = self._save_reply(guard.kept(), stats, asked) if guard.text or stats else None
+            reply = None
+            if guard.text or stats:
+                reply = self._save_reply(guard.kept(), stats, asked, guard.looping)
             if failed:  # the latency log keeps failed turns too, with the time they took
                 failure = self._failed_stats(prompt, started, first, pieces)
                 cpu = time.process_time() - cpu_start
                 self.store.add_turn(self._turn_record(reply and reply.id, failure, cpu))
         if stats is None or reply is None:
             raise ChatbotError("the engine ended without a reply")
+        if asked.hold:
+            yield TextChunk(reply.content)
         cpu = time.process_time() - cpu_start
         turn_id = self.store.add_turn(self._turn_record(reply.id, stats, cpu))
         yield self._result(
@@ -304,6 +332,7 @@ class Session:
         cpu_seconds: float = 0.0,
         turn_id: int | None = None,
         left_out: int = 0,
+        clarify: tuple[Choice, ...] = (),
     ) -> TurnResult:
         """The turn as saved, which `send` yields last and keeps as `last_result`."""
         self.last_result = TurnResult(
@@ -319,21 +348,30 @@ class Session:
             cpu_seconds=cpu_seconds,
             turn_id=turn_id,
             history_left_out=left_out,
+            band=reply.band,
+            clarify=clarify,
+            quoted=reply.quoted,
         )
         return self.last_result
 
-    def _save_reply(self, answer: str, stats: GenerationStats | None, asked: AskModel) -> Message:
-        """Save the reply: stopped unless it ended by itself, with the facts its article lacks."""
-        unsupported: tuple[str, ...] = ()
+    def _save_reply(
+        self, answer: str, stats: GenerationStats | None, asked: AskModel, repeated: bool
+    ) -> Message:
+        """Save the reply, checked against its article (which may take its place): stopped
+        unless it ended by itself, with the facts its article lacks."""
+        checked = Checked(answer)
         if self.policy is not None and asked.grounds:
-            unsupported = self.policy.unsupported(answer, asked)
+            checked = self.policy.check(answer, asked, repeated)
         return self.store.add_message(
             self.conversation_id,
             "assistant",
-            answer,
+            checked.text,
             stopped=stats is None or stats.stop_reason == "cancelled",
             sources=asked.sources,
-            unsupported=unsupported,
+            unsupported=checked.unsupported,
+            band=asked.band,
+            quoted=checked.quoted,
+            generated=answer if checked.text != answer else None,
         )
 
     def _failed_stats(

@@ -1,10 +1,14 @@
-"""Checking a grounded reply against its article: the numbers, addresses and brands it makes up.
+"""Checking a grounded reply against its article: the facts it makes up, adopts or drops.
 
 A small model rewriting a help article keeps most of its facts but also invents some ("3 weeks"
 where the article says "3 business days", "FedEx" where it says "UPS"). Numbers, email and web
-addresses and brand names are what a customer acts on, and a reply can only have them from the
-article, the customer's own messages, or thin air; so each one the reply states that none of
-those contain is reported, and the app shows the article's own words beside the reply.
+addresses, brands and names are what a customer acts on, and a reply must have them from the
+article: each one it states that the article does not is reported (`unsupported_facts`). The
+customer's own words are no ground: asked "can I pay with bitcoin?", a reply "We accept
+Bitcoin" affirms what the article does not say, so a word of the question that the reply
+repeats and the article lacks counts too (`echoed_premises`). And a reply that drops one of
+the article's facts (`missing_facts`) is not the article's answer. The FAQ policy then shows
+the article's own text instead (chatbot.faq.policy).
 """
 
 import re
@@ -24,6 +28,20 @@ _NUMBER = re.compile(
 # Plain capitalised words are left alone: they start sentences and are mostly not names.
 _BRAND = re.compile(r"\b(?:[A-Za-z]+[a-z][A-Z][A-Za-z]*|[A-Z]{2,})\b")
 _NOT_BRANDS = {"OK", "AI", "FAQ", "PS", "ID", "TV"}
+# Names: a capitalised word that does not start a sentence ("Bitcoin", "Portland", "Klarna").
+_NAME = re.compile(r"(?<![\w'’])[A-Z][a-z]+(?=\b)")
+_SENTENCE_START = re.compile(r"(?:^|[.!?:;]\s+|\n\s*|[\"“(]\s*)$")
+_NOT_NAMES = {"I", "Im", "Ill", "Ive", "Id"}
+_WORD = re.compile(r"[a-z0-9]+")
+# Words of a question that say nothing a reply could wrongly affirm.
+_PLAIN = frozenset(
+    """about after again also answer anything around because before being below could does
+    doing done each else even ever every from have help here into just know like longer make
+    many more most much need only other over please question really should some still sure
+    than that their them then there these they thing things this those through very want
+    what when where which while will with would your yours take takes took long time
+    give find work works come comes going keep tell look able okay fine good great""".split()  # noqa: SIM905
+)
 _LIST_MARKER = re.compile(r"^\s*\d+[.)](?=\s)", re.MULTILINE)  # "1. " numbers a list, says nothing
 # Words that give a number its meaning: "3 weeks" is not "3 business days".
 _UNITS = {
@@ -66,6 +84,10 @@ def facts(text: str) -> list[Fact]:
     for match in _BRAND.finditer(rest):
         if match.group(0) not in _NOT_BRANDS:
             found.setdefault(match.group(0).lower(), Fact(match.group(0).lower(), match.group(0)))
+    for match in _NAME.finditer(rest):
+        starts_sentence = _SENTENCE_START.search(rest[: match.start()])
+        if not starts_sentence and match.group(0) not in _NOT_NAMES:
+            found.setdefault(match.group(0).lower(), Fact(match.group(0).lower(), match.group(0)))
     for match in _NUMBER.finditer(rest):
         unit, shown = _unit(match)
         for number in filter(None, (match.group(1), match.group(2))):
@@ -90,12 +112,41 @@ def _keys(text: str) -> set[str]:
         r"\b[A-Za-z]+\b", lambda word: _NUMBER_WORDS.get(word.group(0).lower(), word.group(0)), text
     )
     keys = {fact.key for fact in facts(spelled)}
-    return keys | {key.split(" ")[0] for key in keys}
+    # Every word counts as grounds for a name: "bitcoin" in the article grounds "Bitcoin".
+    return keys | {key.split(" ")[0] for key in keys} | set(_WORD.findall(text.lower()))
 
 
 def unsupported_facts(reply: str, grounds: Iterable[str]) -> list[str]:
-    """The reply's facts that no ground text (article, customer messages) contains, as shown."""
+    """The reply's facts that no ground text (the article) contains, as shown."""
     allowed: set[str] = set()
     for text in grounds:
         allowed |= _keys(text)
     return list(dict.fromkeys(fact.shown for fact in facts(reply) if fact.key not in allowed))
+
+
+def missing_facts(reply: str, article: str) -> list[str]:
+    """The article's facts (numbers, addresses, brands, names) the reply does not state."""
+    kept = _keys(reply)
+    return [fact.shown for fact in facts(article) if fact.key not in kept]
+
+
+def echoed_premises(reply: str, question: str, article: str) -> list[str]:
+    """Words of the customer's question the reply repeats and the article does not have:
+    what the reply affirms only because the customer said it ("We accept bitcoin")."""
+    known = {_stem(word) for word in _WORD.findall(article.lower())}
+    said = {_stem(word) for word in _WORD.findall(reply.lower())}
+    echoed = [
+        word
+        for word in dict.fromkeys(_WORD.findall(question.lower()))
+        if len(word) > 3 and word not in _PLAIN and not word.isdigit()
+        and _stem(word) in said and _stem(word) not in known
+    ]  # fmt: skip
+    return echoed
+
+
+def _stem(word: str) -> str:
+    """A crude stem, enough to match "refunds" with "refund" and "shipping" with "shipped"."""
+    for suffix in ("ing", "ies", "ed", "es", "s"):
+        if word.endswith(suffix) and len(word) - len(suffix) >= 4:
+            return word[: -len(suffix)][:6]
+    return word[:6]

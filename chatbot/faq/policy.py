@@ -1,49 +1,210 @@
 """The FAQ bot's decision per customer message, in one place: the `TurnPolicy` Session asks.
 
-In order: a request for a person is handed off at once; a line of small talk gets its reply;
-anything else is looked up in the knowledge base (read with the customer's message before, for
-a follow-up), handed off when no entry is good enough, else answered by the model from the
-best entry, quoted in the prompt. After the reply, its facts are checked against that entry.
-Neither hand-offs nor small talk call the model.
+In order: a request for a person is handed off at once; a reply to the bot's last message is
+read as such (a pick after an ask-back, a yes or no after a hand-off); a line of small talk gets
+its reply; anything else is looked up in the knowledge base (read with the customer's message
+before only when it leans on it) and put in a band: answered from the best entry, asked back
+("Did you mean ...?", chatbot.faq.ask_back) or handed off. Only an answer calls the model, with
+the entry quoted in the prompt; the reply is then checked against the entry, and in the
+default `auto` answer mode the customer reads the entry's own text instead of a reply that
+fails the check (chatbot.faq.facts), was cut for repeating itself, or drops its facts.
 """
 
 from collections.abc import Sequence
+from typing import Literal
 
-from chatbot.conversation.policy import AskModel, ReplyNow, TurnDecision
-from chatbot.faq.facts import unsupported_facts
-from chatbot.faq.knowledge_base import GROUNDING_ENTRIES, FaqHit, KnowledgeBase
+from chatbot.conversation.policy import (
+    AskBack,
+    AskModel,
+    Checked,
+    Choice,
+    ReplyNow,
+    Resolves,
+    TurnDecision,
+)
+from chatbot.faq.ask_back import (
+    HANDOFF_CONFIRMED,
+    HANDOFF_WITHDRAWN,
+    NO_CHOICES_OPEN,
+    NOTHING_ASKED,
+    Pick,
+    ask_back_text,
+    out_of_range_text,
+    read_pick,
+    yes_or_no,
+)
+from chatbot.faq.facts import echoed_premises, missing_facts, unsupported_facts
+from chatbot.faq.knowledge_base import CHOICES, GROUNDING_ENTRIES, FaqHit, KnowledgeBase
+from chatbot.faq.load import FaqEntry
 from chatbot.faq.person_request import asks_for_a_person
 from chatbot.faq.small_talk import small_talk_reply
 from chatbot.store.records import Message
 
+AnswerMode = Literal["generate", "quote", "auto"]
+ANSWER_MODES: tuple[AnswerMode, ...] = ("generate", "quote", "auto")
+# "the one about cards": a pick in words, even when another entry matches the words better.
+_NAMES_A_CHOICE = ("the one", "about ", "i meant", "i mean")
+
 
 class FaqPolicy:
-    """Answer from the knowledge base, or hand off to a person (chatbot.conversation.policy)."""
+    """Answer from the knowledge base, ask back, or hand off (chatbot.conversation.policy).
 
-    def __init__(self, knowledge_base: KnowledgeBase):
+    answer_mode: "generate" (the model's reply, flagged when it fails the check), "quote"
+    (the entry's own text, no model), "auto" (the model's reply, else the entry's text).
+    """
+
+    def __init__(self, knowledge_base: KnowledgeBase, answer_mode: AnswerMode = "auto"):
         self.knowledge_base = knowledge_base
+        self.answer_mode = answer_mode
 
     def decide(self, message: str, history: Sequence[Message]) -> TurnDecision:
-        """Hand off, reply to small talk, or ask the model grounded on the best entry."""
+        """Hand off, read a reply to the bot's last message, reply to small talk, or look up."""
         kb = self.knowledge_base
+        last = next((m for m in reversed(history) if m.role == "assistant"), None)
+        offered = _offered(kb, last)
         if asks_for_a_person(message):
-            return ReplyNow(kb.requested_reply, reason="person_request")
+            resolves = _resolving(history, "handoff") if offered else None
+            return ReplyNow(kb.requested_reply, "person_request", resolves=resolves)
         if line := small_talk_reply(message):
-            return ReplyNow(line, reason="small_talk")
+            return ReplyNow(line, "small_talk")
+        if offered:
+            return self._after_ask_back(message, history, offered)
+        if last is not None and last.handoff and (said := yes_or_no(message)) is not None:
+            if said.kind == "yes":
+                return ReplyNow(HANDOFF_CONFIRMED, "handoff_reply")
+            declined = Resolves(last.id, "declined")
+            return ReplyNow(HANDOFF_WITHDRAWN, "handoff_reply", resolves=declined)
+        if (pick := read_pick(message, CHOICES)) is not None:  # "2", "yes": nothing was asked
+            text = NOTHING_ASKED if pick.kind in ("yes", "no") else NO_CHOICES_OPEN
+            return ReplyNow(text, "choice_help")
+        return self._lookup(message, history)
+
+    def check(self, reply: str, asked: AskModel, repeated: bool) -> Checked:
+        """The facts the reply states that its article does not (its own or the customer's),
+        and in auto mode the article's own text in place of a reply that fails the check."""
+        article = " ".join(asked.grounds)
+        unsupported = tuple(
+            dict.fromkeys(
+                [
+                    *unsupported_facts(reply, asked.grounds),
+                    *echoed_premises(reply, asked.asked, article),
+                ]
+            )
+        )
+        if self.answer_mode != "auto":
+            return Checked(reply, unsupported)
+        reason = (
+            "fact_check" if unsupported
+            else "repetition" if repeated
+            else "dropped_facts" if missing_facts(reply, article) or not reply.strip()
+            else None
+        )  # fmt: skip
+        entry = self.knowledge_base.entry(asked.sources[0]) if asked.sources else None
+        if reason is None or entry is None:
+            return Checked(reply, unsupported)
+        return Checked(quoted_answer(entry), (), reason)
+
+    def _lookup(
+        self, message: str, history: Sequence[Message], after_ask_back: bool = False
+    ) -> TurnDecision:
+        """The message looked up: answered, asked back or handed off by its band. Right after
+        an ask-back, a message in the middle band again is handed off (ask once, then a
+        person), and its outcome is recorded on the ask-back."""
+        kb = self.knowledge_base
         asked = [m.content for m in history if m.role == "user"]
-        retrieval = kb.retrieve(message, previous=asked[-1] if asked else None)
-        if not retrieval.confident:
-            return ReplyNow(kb.handoff_reply, reason="handoff")
+        retrieval = kb.retrieve(message, k=CHOICES, previous=asked[-1] if asked else None)
+        band = retrieval.band
+        if after_ask_back:
+            outcome = "new_question" if band == "answer" else "handoff"
+            resolves = _resolving(history, outcome)
+            band = "handoff" if band == "ask" else band
+        else:
+            resolves = None
+        if band == "handoff":
+            return ReplyNow(kb.handoff_reply, "handoff", resolves=resolves)
+        if band == "ask":
+            choices = tuple(Choice(hit.id, hit.question) for hit in retrieval.choices)
+            return AskBack(ask_back_text(choices), choices)
+        return self._answer(message, retrieval.hits[0], resolves)
+
+    def _after_ask_back(
+        self, message: str, history: Sequence[Message], offered: tuple[Choice, ...]
+    ) -> TurnDecision:
+        """The customer's reply to "Did you mean ...?": a pick, a no, or something new."""
+        pick = read_pick(message, len(offered)) or self._picked_in_words(message, offered)
+        if pick is None:
+            return self._lookup(message, history, after_ask_back=True)
+        if pick.kind == "no":
+            return ReplyNow(
+                self.knowledge_base.handoff_reply,
+                "handoff",
+                resolves=_resolving(history, "declined"),
+            )
+        if pick.kind == "out_of_range":
+            return AskBack(out_of_range_text(pick.number, offered), offered, again=True)
+        chosen = offered[pick.index]
+        entry = self.knowledge_base.entry(chosen.id)
+        hit = FaqHit(entry.id, entry.question, entry.answer, entry.category, 1.0)
+        resolves = _resolving(history, "picked", chosen.id)
+        return self._answer(_question_before_ask_back(history), hit, resolves)
+
+    def _picked_in_words(self, message: str, offered: tuple[Choice, ...]) -> Pick | None:
+        """A choice named in words ("the one about which cards you accept"): the offered
+        entry the message matches best, when that is its best match or it says "the one"."""
+        kb = self.knowledge_base
+        ids = [choice.id for choice in offered]
+        hits = kb.retrieve(message, k=len(kb.entries)).hits
+        named = message.lower().lstrip().startswith(_NAMES_A_CHOICE)
+        for rank, hit in enumerate(hits):
+            if hit.id in ids and hit.score >= kb.bands.handoff and (rank == 0 or named):
+                return Pick("choice", ids.index(hit.id))
+        return None
+
+    def _answer(self, question: str, hit: FaqHit, resolves: Resolves | None) -> TurnDecision:
+        """Answer from one entry: the model's reply (checked), or the entry quoted."""
+        if self.answer_mode == "quote":
+            entry = self.knowledge_base.entry(hit.id)
+            text = quoted_answer(entry)
+            return ReplyNow(text, "answer", (hit.id,), quoted="setting", resolves=resolves)
         return AskModel(
-            prompt=grounded_user_message(message, retrieval.hits),
-            sources=tuple(retrieval.sources),
-            # The article, and what the customer said: a reply may repeat their order number.
-            grounds=(*(hit.answer for hit in retrieval.grounding), *asked, message),
+            prompt=grounded_user_message(question, [hit]),
+            sources=(hit.id,),
+            grounds=(hit.answer,),  # the article only: the customer's words are no ground
+            hold=self.answer_mode == "auto",
+            band="answer",
+            resolves=resolves,
+            asked=question,
         )
 
-    def unsupported(self, reply: str, asked: AskModel) -> tuple[str, ...]:
-        """The facts the reply states that neither its article nor the customer did."""
-        return tuple(unsupported_facts(reply, asked.grounds))
+
+def quoted_answer(entry: FaqEntry) -> str:
+    """The entry's own text as the answer, marked as quoted from the help article."""
+    return f'From our help article "{entry.question}":\n\n{entry.answer}'
+
+
+def _offered(kb: KnowledgeBase, last: Message | None) -> tuple[Choice, ...]:
+    """The choices the bot's last message offers (empty unless it asked back)."""
+    if last is None or not last.choices:
+        return ()
+    entries = [kb.entry(faq_id) for faq_id in last.choices]
+    return tuple(Choice(e.id, e.question) for e in entries if e is not None)
+
+
+def _resolving(history: Sequence[Message], outcome, choice: str | None = None) -> Resolves | None:
+    """The outcome to record on the open ask-back (the last "ask_back", before any repeat)."""
+    for message in reversed(history):
+        if message.band == "ask_back":
+            return Resolves(message.id, outcome, choice)
+    return None
+
+
+def _question_before_ask_back(history: Sequence[Message]) -> str:
+    """What the customer asked that the open ask-back was about."""
+    for n in range(len(history) - 1, -1, -1):
+        if history[n].band == "ask_back":
+            before = [m for m in history[:n] if m.role == "user"]
+            return before[-1].content if before else ""
+    return ""
 
 
 def grounded_user_message(question: str, hits: list[FaqHit]) -> str:
