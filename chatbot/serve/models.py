@@ -111,6 +111,13 @@ class Source(BaseModel):
     answer: str | None = None
 
 
+class ClarifyChoice(BaseModel):
+    """One entry an ask-back offers; the customer answers with its number (1 = first)."""
+
+    id: str
+    question: str
+
+
 class FaqFields(BaseModel):
     """What FAQ mode adds to every reply (empty in plain chat)."""
 
@@ -118,7 +125,7 @@ class FaqFields(BaseModel):
     sources: list[Source] = Field(default_factory=list)
     handoff: bool = False
     unsupported_facts: list[str] = Field(default_factory=list)
-    clarify: Any = None  # the ask-back question, when the session has one
+    clarify: list[ClarifyChoice] | None = None  # an ask-back's choices; left out otherwise
 
 
 class Usage(BaseModel):
@@ -171,7 +178,7 @@ class ChatCompletionChunk(BaseModel):
     sources: list[Source] | None = None
     handoff: bool | None = None
     unsupported_facts: list[str] | None = None
-    clarify: Any = None
+    clarify: list[ClarifyChoice] | None = None
 
 
 class HistoryMessage(BaseModel):
@@ -182,6 +189,7 @@ class HistoryMessage(BaseModel):
     sources: list[Source] = Field(default_factory=list)
     handoff: bool = False
     unsupported_facts: list[str] = Field(default_factory=list)
+    clarify: list[ClarifyChoice] | None = None
 
 
 class History(BaseModel):

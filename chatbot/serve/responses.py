@@ -1,6 +1,5 @@
 """Turning a Session's TurnResult and saved messages into the API's response bodies."""
 
-import dataclasses
 import logging
 import time
 from typing import Any
@@ -13,6 +12,7 @@ from chatbot.serve.models import (
     ChatCompletionChunk,
     Choice,
     ChunkChoice,
+    ClarifyChoice,
     Delta,
     FaqFields,
     History,
@@ -52,11 +52,10 @@ def sources(backend: Backend, ids: tuple[str, ...] | list[str]) -> list[Source]:
     return found
 
 
-def _clarify(result: TurnResult) -> Any:
-    value = getattr(result, "clarify", None)  # only once the ask-back feature has landed
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return dataclasses.asdict(value)
-    return value
+def _clarify(backend: Backend, ids: tuple[str, ...]) -> list[ClarifyChoice] | None:
+    """An ask-back's choices, in the order the reply numbers them; None when it asked none."""
+    entries = [(i, backend.faq_entry(i) if backend.faq_entry else None) for i in ids]
+    return [ClarifyChoice(id=i, question=e.question if e else i) for i, e in entries] or None
 
 
 def faq_fields(backend: Backend, result: TurnResult, token: str) -> FaqFields:
@@ -65,7 +64,7 @@ def faq_fields(backend: Backend, result: TurnResult, token: str) -> FaqFields:
         sources=sources(backend, result.sources),
         handoff=result.handoff,
         unsupported_facts=list(result.unsupported),
-        clarify=_clarify(result),
+        clarify=_clarify(backend, tuple(choice.id for choice in result.clarify)),
     )
 
 
@@ -141,6 +140,7 @@ def history(backend: Backend, token: str, messages: list[Message]) -> History:
                 sources=sources(backend, m.sources),
                 handoff=m.handoff,
                 unsupported_facts=list(m.unsupported),
+                clarify=_clarify(backend, m.choices),
             )
             for m in messages
         ],

@@ -95,7 +95,7 @@ async def chat_completions(request: Request):
     if not chat.stream:
         result = await _collect(turn)
         body = responses.completion(state.backend, result, token, completion_id)
-        return JSONResponse(body.model_dump(), headers=headers)
+        return JSONResponse(body.model_dump(exclude_none=True), headers=headers)
     first = await _first(turn)  # errors before the reply starts keep their HTTP status
     include_usage = bool(chat.stream_options and chat.stream_options.include_usage)
     events = _events(state, turn, first, token, completion_id, include_usage)
@@ -189,7 +189,7 @@ async def conversation_history(token: str, request: Request):
     conversation_id = conversation_of(state, token)
     messages = await run_in_threadpool(state.backend.store.messages, conversation_id)
     body = responses.history(state.backend, token, messages)
-    return JSONResponse(body.model_dump(), headers={CONVERSATION_HEADER: token})
+    return JSONResponse(body.model_dump(exclude_none=True), headers={CONVERSATION_HEADER: token})
 
 
 @router.get("/v1/models")

@@ -1,6 +1,8 @@
-"""The web chat page in a real headless Chromium (Debian's, driven by Playwright): a customer
-types a question, watches the reply grow, sees the cited help article, reloads the page and
-finds the conversation again. What they type is shown as text, never run as HTML."""
+"""The web chat page in a real headless Chromium (Debian's, driven by Playwright), phone-sized:
+a customer types a question, watches the reply grow, sees the cited help article and a hand-off,
+reloads the page and finds the conversation again. What they type is shown as text, never run
+as HTML. The reply grows on a plain chat server: in FAQ mode the bot checks a reply against its
+article before showing it (chatbot.faq.policy), so it arrives whole."""
 
 import shutil
 from pathlib import Path
@@ -45,47 +47,86 @@ def browser():
         launched.close()
 
 
+def open_page(browser, server):
+    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
+    page.goto(server.url)
+    page.evaluate(WATCH_REPLY)
+    return page
+
+
+def ask(page, text: str, press_enter: bool = False) -> None:
+    """Type a message and send it; return once the reply is complete (Send is enabled again)."""
+    page.fill("#message", text)
+    if press_enter:
+        page.press("#message", "Enter")
+    else:
+        page.click("#send")
+    page.wait_for_function("() => document.querySelector('.msg.assistant:last-child')")
+    page.wait_for_function("() => !document.querySelector('#send').disabled", timeout=60_000)
+
+
+def shown(page) -> list[str]:
+    return page.eval_on_selector_all(".msg .text", "nodes => nodes.map(n => n.textContent)")
+
+
+def saved(server, page) -> list[str]:
+    """The conversation the page's stored id opens, as saved."""
+    token = page.evaluate("() => localStorage.getItem('chatbot.conversation')")
+    store = server.store()
+    try:
+        return [m.content for m in store.messages(store.conversation_for_token(token))]
+    finally:
+        store.close()
+
+
 @pytest.fixture(scope="module")
-def server(real_model, tmp_path_factory):
-    folder = tmp_path_factory.mktemp("serve-page")
+def chat_server(real_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-page-chat")
+    with running_server(folder, "--model", str(real_model), "--max-tokens", "40") as s:
+        yield s
+
+
+@pytest.fixture(scope="module")
+def faq_server(real_model, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("serve-page-faq")
     args = ("--model", str(real_model), "--faq", str(STORE_FAQ), "--max-tokens", "40")
     with running_server(folder, *args) as s:
         yield s
 
 
-def test_customer_chats_sees_the_article_and_finds_it_after_reload(browser, server):
-    page = browser.new_page(viewport={"width": 390, "height": 844})  # a phone
-    page.goto(server.url)
-    page.evaluate(WATCH_REPLY)
-    question = "How long does it take to get my refund?"
-    page.fill("#message", question)
-    page.click("#send")
-    source = page.wait_for_selector(".msg.assistant .source", timeout=60_000)
-    assert "How long does it take to get my refund?" in source.text_content()
+def test_reply_grows_as_it_streams_and_the_conversation_survives_a_reload(browser, chat_server):
+    page = open_page(browser, chat_server)
+    ask(page, "Write one sentence about the sea.")
     reply = page.text_content(".msg.assistant .text")
-    lengths = page.evaluate("window.replyLengths")
+    lengths = page.evaluate("() => window.replyLengths")
     assert reply.strip() and lengths[-1] == len(reply)
     assert len({n for n in lengths if 0 < n < len(reply)}) >= 2  # it grew, piece by piece
-    page.wait_for_function("() => !document.querySelector('#send').disabled")
 
-    typed = '<img src=x onerror="document.title=`pwned`"> do you ship abroad?'
-    page.fill("#message", typed)
-    page.press("#message", "Enter")
-    page.wait_for_function("() => document.querySelectorAll('.msg.assistant').length == 2")
-    page.wait_for_function("() => !document.querySelector('#send').disabled", timeout=60_000)
-    assert page.text_content(".msg.user:nth-of-type(3) .text") == typed
+    typed = '<img src=x onerror="document.title=`pwned`"> and about rivers?'
+    ask(page, typed, press_enter=True)
+    assert shown(page)[2] == typed  # shown as typed, as text
     assert page.query_selector("#log img") is None and page.title() != "pwned"
 
-    shown = page.eval_on_selector_all(".msg .text", "nodes => nodes.map(n => n.textContent)")
+    before = shown(page)
     page.reload()
-    page.wait_for_selector(".msg.assistant .source")
-    again = page.eval_on_selector_all(".msg .text", "nodes => nodes.map(n => n.textContent)")
-    assert again == shown and len(again) == 4
-    token = page.evaluate("localStorage.getItem('chatbot.conversation')")
-    store = server.store()
-    try:
-        saved = store.messages(store.conversation_for_token(token))
-    finally:
-        store.close()
-    assert [m.content for m in saved] == shown
+    page.wait_for_selector(".msg.assistant")
+    assert shown(page) == before and len(before) == 4
+    assert saved(chat_server, page) == before
+    page.close()
+
+
+def test_faq_reply_shows_its_article_and_a_handoff_and_both_survive_a_reload(browser, faq_server):
+    page = open_page(browser, faq_server)
+    ask(page, "How long does it take to get my refund?")
+    source = page.text_content(".msg.assistant .source summary")
+    assert "How long does it take to get my refund?" in source
+    ask(page, "I want to talk to a real person")
+    assert "support team" in page.text_content(".msg.assistant:last-child .handoff")
+
+    before = shown(page)
+    page.reload()
+    page.wait_for_selector(".msg.assistant .handoff")
+    assert shown(page) == before and len(before) == 4
+    assert "How long does it take" in page.text_content(".msg.assistant .source summary")
+    assert saved(faq_server, page) == before
     page.close()

@@ -1,6 +1,7 @@
-"""The bounded queue: one reply running and one waiting fill a `--parallel 1 --queue 1` server;
-the next customer gets 503 with Retry-After. A customer who leaves mid-reply stops it, and the
-reply so far is saved, marked stopped, with its latency row."""
+"""A plain chat server (no FAQ): replies stream token by token; the bounded queue (one reply
+running and one waiting fill `--parallel 1 --queue 1`; the next customer gets 503 with
+Retry-After); a customer who leaves mid-reply stops it, and the reply so far is saved, marked
+stopped, with its latency row."""
 
 import threading
 import time
@@ -8,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.serve.conftest import chat, running_server, saved_turns
+from tests.serve.conftest import chat, running_server, saved_turns, sse_events
 
 pytestmark = pytest.mark.slow
 MAX_TOKENS = 200  # a reply that runs for seconds, while the queue is filled
@@ -20,6 +21,31 @@ def server(real_model, tmp_path_factory):
     args = ("--model", str(real_model), "--parallel", "1", "--queue", "1")
     with running_server(folder, *args, "--max-tokens", str(MAX_TOKENS)) as s:
         yield s
+
+
+def test_streamed_reply_arrives_token_by_token(server):
+    question = "Write a sentence about the sea."
+    request = chat(question, stream=True, stream_options={"include_usage": True})
+    with (
+        server.client() as client,
+        client.stream("POST", "/v1/chat/completions", json=request) as response,
+    ):
+        assert response.status_code == 200
+        token = response.headers["X-Conversation-Id"]
+        events = sse_events(response)
+    assert events[-1] == "[DONE]"
+    pieces = [
+        e["choices"][0]["delta"]["content"]
+        for e in events[:-1]
+        if e["choices"] and "content" in e["choices"][0]["delta"]
+    ]
+    assert len(pieces) >= 3  # streamed as generated, not in one piece
+    usage = events[-2]
+    assert usage["choices"] == [] and usage["usage"]["completion_tokens"] >= len(pieces)
+    messages, turns = saved_turns(server, token)
+    assert [m.content for m in messages] == [question, "".join(pieces)]
+    assert len(turns) == 1 and turns[0].completion_tokens == usage["usage"]["completion_tokens"]
+    assert (events[-3]["sources"], events[-3]["handoff"]) == ([], False)
 
 
 def test_full_queue_gets_503_with_retry_after_and_a_left_reply_is_saved_stopped(server):

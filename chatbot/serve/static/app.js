@@ -28,8 +28,19 @@ function bubble(role, text) {
   return node;
 }
 
-// The FAQ fields of a reply: the help article it cites, a hand-off, facts not in the article.
+// The FAQ fields of a reply: the help article it cites, a hand-off, facts not in the article,
+// and the entries an ask-back offers (a tap answers with the entry's number).
 function showOutcome(node, reply) {
+  if (reply.clarify && reply.clarify.length) {
+    const choices = element("div", "choices");
+    reply.clarify.forEach((choice, index) => {
+      const button = element("button", "choice", choice.question);
+      button.type = "button";
+      button.addEventListener("click", () => submit(String(index + 1)));
+      choices.append(button);
+    });
+    node.append(choices);
+  }
   for (const source of reply.sources || []) {
     const aside = element("details", "source");
     aside.append(element("summary", "", `From our help article: ${source.question || source.id}`));
@@ -146,11 +157,8 @@ async function restore() {
   }
 }
 
-form.addEventListener("submit", async (event) => {
-  event.preventDefault();
-  const text = input.value.trim();
-  if (!text) return;
-  input.value = "";
+async function submit(text) {
+  if (!text || sendButton.disabled) return;
   sendButton.disabled = true;
   status.textContent = "";
   try {
@@ -162,6 +170,13 @@ form.addEventListener("submit", async (event) => {
     sendButton.disabled = false;
     input.focus();
   }
+}
+
+form.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = input.value.trim();
+  input.value = "";
+  submit(text);
 });
 
 input.addEventListener("keydown", (event) => {
