@@ -19,10 +19,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from chatbot.cli.config import load_config
+from chatbot.cli.inputs import check_args, check_ctx
 from chatbot.cli.options import build_parser
-from chatbot.engines.base import FAQ_TEMPERATURE, Engine, GenerationOptions, TextChunk
+from chatbot.engines.base import FAQ_TEMPERATURE, Engine, GenerationOptions
 from chatbot.errors import ChatbotError, ModelLoadError
-from chatbot.paths import data_dir
+from chatbot.paths import data_dir, private_dir, private_file
 from chatbot.store.store import Store
 
 if TYPE_CHECKING:  # imported by the commands that need them: `chatbot history` starts at once
@@ -63,6 +64,7 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
         from chatbot.engines.offload import resolve_offload
 
         model = check_model_file(args.model if args.model is not None else ensure_default_model())
+        check_ctx(model, args.ctx)  # beyond the training context, before a huge allocation
         offload = resolve_offload(model, gpu_layers=args.gpu_layers, flash_attn=args.flash_attn)
         # Saved KV states: a conversation continued in a new process is not evaluated again.
         return LlamaEngine(
@@ -79,22 +81,18 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
 def _knowledge_base(args: argparse.Namespace) -> "KnowledgeBase | None":
     if args.faq is None:
         return None
-    from chatbot.faq.knowledge_base import KnowledgeBase
+    from chatbot.cli.faq import open_knowledge_base  # prints the thresholds in use
 
-    options = {"confidence": args.faq_confidence, "handoff_reply": args.handoff_reply}
-    kb = KnowledgeBase.open(args.faq, **{k: v for k, v in options.items() if v is not None})
-    for warning in kb.warnings:
-        print(f"warning: {warning}", file=sys.stderr)
-    return kb
+    return open_knowledge_base(args)
 
 
-def _faq_policy(kb: "KnowledgeBase | None") -> "TurnPolicy | None":
-    """The FAQ bot's policy over the knowledge base; None (plain chat) without one."""
+def _faq_policy(kb: "KnowledgeBase | None", args: argparse.Namespace) -> "TurnPolicy | None":
+    """The FAQ bot's policy (--faq-answer) over the knowledge base; None without one."""
     if kb is None:
         return None
-    from chatbot.faq.policy import FaqPolicy
+    from chatbot.cli.faq import faq_policy
 
-    return FaqPolicy(kb)
+    return faq_policy(kb, args)
 
 
 def _default_temperature(kb: object) -> float:
@@ -124,6 +122,8 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
     if args.model is None and not args.server:
         # Build before the app starts: the converter's progress must not draw over the screen.
         args.model = ensure_default_model()
+    if not args.server:
+        check_ctx(args.model, args.ctx)  # one error line, not a notice in the app
     kb = _knowledge_base(args)
     options = GenerationOptions(temperature=_default_temperature(kb))
     app = ChatApp(
@@ -135,13 +135,14 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
         load_model=None if args.server else _model_loader(args),
     )
     app.run()
-    return 0
+    return app.return_code or 0  # 128 + the signal's number when SIGTERM or SIGHUP closed it
 
 
 def cmd_ask(args: argparse.Namespace, store: Store) -> int:
-    from chatbot.conversation.session import Notice, Session, TurnResult, clean_text
+    from chatbot.cli.ask import stream_reply
+    from chatbot.conversation.session import Session
 
-    if not clean_text(args.text):
+    if not args.text:  # cleaned by check_args
         raise ChatbotError("the message is empty; give the text to send")
     if args.conversation is not None:
         store.get_conversation(args.conversation)  # fail before loading the model
@@ -157,58 +158,12 @@ def cmd_ask(args: argparse.Namespace, store: Store) -> int:
         store,
         conversation_id=args.conversation,
         system_prompt=args.system,
-        policy=_faq_policy(kb),
+        policy=_faq_policy(kb, args),
         options=options,
     )
-    result = None
-    for item in session.send(args.text):
-        if isinstance(item, TextChunk) and not args.json:
-            sys.stdout.write(item.text)
-            sys.stdout.flush()
-        elif isinstance(item, Notice):
-            print(f"note: {item.text}", file=sys.stderr)
-        elif isinstance(item, TurnResult):
-            result = item
-    if args.json:
-        _print_json(_turn_json(result, engine))
-    else:
-        print(flush=True)
-        _print_outcome(result)
+    code = stream_reply(session, args.text, engine, args.json)  # Ctrl-C, SIGTERM, SIGHUP: saved
     engine.close()
-    return 0
-
-
-def _print_outcome(result) -> None:
-    """The FAQ outcome on stderr, so stdout stays the answer alone for scripts."""
-    if result is not None and result.handoff:
-        print("note: handed off to a human agent (`chatbot handoffs` lists it)", file=sys.stderr)
-    elif result is not None and result.sources:
-        print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
-        if result.unsupported:
-            print(
-                f"note: not in the cited article, check before relying on it: "
-                f"{', '.join(result.unsupported)}",
-                file=sys.stderr,
-            )
-
-
-def _turn_json(result, engine: Engine) -> dict:
-    stats = asdict(result.stats) if result.stats else {}
-    return {
-        "conversation_id": result.conversation_id,
-        "user_message_id": result.user_message_id,
-        "assistant_message_id": result.assistant_message_id,
-        "answer": result.answer,
-        "stopped": result.stopped,
-        **stats,
-        "cpu_seconds": result.cpu_seconds,
-        "model": engine.info.model,
-        "quantization": engine.info.quantization,
-        "threads": engine.info.threads,
-        "sources": list(result.sources),
-        "handoff": result.handoff,
-        "unsupported_facts": list(result.unsupported),
-    }
+    return code
 
 
 def _minute(stamp: str) -> str:
@@ -246,7 +201,17 @@ def cmd_export(args: argparse.Namespace, store: Store) -> int:
 
 
 def cmd_stats(args: argparse.Namespace, store: Store) -> int:
-    return _print_rows(args, store.stats(), "no turns logged yet", _stats_lines)
+    code = _print_rows(args, store.stats(), "no turns logged yet", _stats_lines)
+    _print_faq_counts(args, store)
+    return code
+
+
+def _print_faq_counts(args: argparse.Namespace, store: Store) -> None:
+    """The FAQ bot's answers, ask-backs and their outcome, hand-offs (not with --json)."""
+    from chatbot.cli.faq import faq_count_lines
+
+    if not args.json and (lines := faq_count_lines(store.faq_counts())):
+        print("\n".join(lines))
 
 
 def _stats_lines(s: "ModelStats") -> list[str]:
@@ -268,7 +233,9 @@ def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
         print(f"hand-off {done.message_id} (conversation {done.conversation_id}) is resolved")
         return 0
     handoffs = store.handoffs(unresolved=args.open)
-    return _print_rows(args, handoffs, "no hand-offs", _handoff_lines)
+    code = _print_rows(args, handoffs, "no hand-offs", _handoff_lines)
+    _print_faq_counts(args, store)
+    return code
 
 
 def _handoff_lines(h: "Handoff") -> list[str]:
@@ -302,7 +269,7 @@ def cmd_serve(args: argparse.Namespace, store: Store) -> int:
         backend = Backend(
             engine,
             store,
-            policy=_faq_policy(kb),
+            policy=_faq_policy(kb, args),
             system_prompt=args.system,
             temperature=_default_temperature(kb),
             faq_entry=kb.entry if kb is not None else None,
@@ -328,18 +295,9 @@ def cmd_faq_eval(args: argparse.Namespace, store: Store) -> int:
     if args.json:
         _print_json(asdict(result))
         return 0
-    print(f"{result.covered} covered and {result.uncovered} uncovered questions")
-    print("threshold  top-1  top-3  hand-off recall  false hand-offs")
-    for r in result.rates:
-        mark = "  <- in use" if r is result.in_use else ""
-        print(f"{r.threshold:>9.2f}  {r.top1:5.3f}  {r.top3:5.3f}  {r.handoff_recall:>15.3f}  "
-              f"{r.false_handoffs:>15.3f}{mark}")  # fmt: skip
-    for label, missed in (
-        ("answered, should hand off", result.answered_uncovered),
-        ("handed off, should answer", result.handed_off_covered),
-    ):
-        for question in missed:
-            print(f"{label}: {question}")
+    from chatbot.cli.faq import print_faq_eval
+
+    print_faq_eval(result)
     return 0
 
 
@@ -357,10 +315,9 @@ COMMANDS = {
 
 def _log_to_file() -> None:
     """llama.cpp and library warnings go to a log file, never to the terminal."""
-    folder = data_dir()
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        handler: logging.Handler = logging.FileHandler(folder / "chatbot.log", encoding="utf-8")
+        path = private_file(private_dir(data_dir()) / "chatbot.log")  # user-only, as the store
+        handler: logging.Handler = logging.FileHandler(path, encoding="utf-8")
     except OSError:
         handler = logging.NullHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s %(message)s"))
@@ -368,15 +325,19 @@ def _log_to_file() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    umask = os.umask(0o077)  # what this process creates (files, folders) is its user's alone
+    try:
+        return _run(argv)
+    finally:
+        os.umask(umask)
+
+
+def _run(argv: list[str] | None) -> int:
     parser = build_parser()
     try:
         parser.set_defaults(**load_config())
-        args = parser.parse_args(argv)
+        args = check_args(parser.parse_args(argv))  # every value by one rule (cli.inputs)
         _log_to_file()
-        for name in ("ctx", "threads"):
-            value = getattr(args, name)
-            if value is not None and value < 1:
-                raise ChatbotError(f"--{name} must be a positive number, got {value}")
         _check_faq_options(args)
         store = Store(args.db)
         try:
@@ -386,9 +347,9 @@ def main(argv: list[str] | None = None) -> int:
     except ChatbotError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:  # Ctrl-C, or a second SIGTERM/SIGHUP (cli.signals)
         print("interrupted", file=sys.stderr)
-        return 130
+        return getattr(exc, "exit_code", 130)
 
 
 if __name__ == "__main__":

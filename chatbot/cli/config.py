@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from chatbot.cli.inputs import checked
 from chatbot.cli.options import COMMON_OPTIONS
 from chatbot.errors import ChatbotError
 from converter.files import atomic_write_text
@@ -105,7 +106,14 @@ def _set_key(text: str, key: str, value: str | bool) -> str:
 
 def _read(path: Path) -> dict[str, Any]:
     """Every key of the file, checked; {} when there is no file."""
-    if not path.is_file():
+    if path.is_dir():
+        raise ChatbotError(f"config file {path} is a folder; {CONFIG_ENV} names the file itself")
+    if not path.exists():
+        if os.environ.get(CONFIG_ENV):  # a typo must not drop every setting without a word
+            raise ChatbotError(
+                f"config file {path} ({CONFIG_ENV}) does not exist; create it (empty is fine) "
+                f"or unset {CONFIG_ENV}"
+            )
         return {}
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
@@ -127,4 +135,5 @@ def _checked(path: Path, key: str, value: object) -> object:
         raise ChatbotError(
             f"config file {path}: {key} must be {_DESCRIPTIONS[wanted]}, got {value!r}"
         )
-    return Path(value).expanduser() if expected is Path else value
+    value = Path(value).expanduser() if expected is Path else value
+    return checked(key, value, f"config file {path}: {key}")  # the rule flags follow too

@@ -65,8 +65,20 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "type": float,
             "default": None,
             "metavar": "X",
-            "help": "FAQ match score (0-1) needed to answer rather than hand off; lower answers "
-            "more and hands off less. Check it on real questions for your FAQ (default: 0.45)",
+            "help": "FAQ match score (0-1) needed to answer without asking back; lower answers "
+            "more and asks back less. Check it on real questions with `chatbot faq-eval` "
+            "(default: measured on the knowledge base itself, printed on start)",
+        },
+    ),
+    (
+        "--faq-answer",
+        {
+            "choices": ("auto", "generate", "quote"),
+            "default": "auto",
+            "help": "how the FAQ bot answers: the model's reply, checked, else the article's "
+            "own text when the reply fails the check (auto); the model's reply always, "
+            "flagged when it fails (generate); the article's text only, no model (quote). "
+            "Default: auto",
         },
     ),
     (

@@ -22,6 +22,7 @@ from chatbot.conversation.policy import (
     Resolves,
     TurnDecision,
 )
+from chatbot.errors import ChatbotError
 from chatbot.faq.ask_back import (
     HANDOFF_CONFIRMED,
     HANDOFF_WITHDRAWN,
@@ -54,6 +55,10 @@ class FaqPolicy:
     """
 
     def __init__(self, knowledge_base: KnowledgeBase, answer_mode: AnswerMode = "auto"):
+        if answer_mode not in ANSWER_MODES:  # the config file's value is not checked by argparse
+            raise ChatbotError(
+                f"--faq-answer must be one of {', '.join(ANSWER_MODES)}, got {answer_mode!r}"
+            )
         self.knowledge_base = knowledge_base
         self.answer_mode = answer_mode
 

@@ -32,6 +32,7 @@ from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
 from chatbot.tui.screens.rename import RenameScreen
 from chatbot.tui.screens.settings import SettingsDefaults, SettingsScreen, cached_models
+from chatbot.tui.signals import close_on_signals, default_signals
 from chatbot.tui.widgets.chat_panel import ChatPanel, ReplyStarted
 from chatbot.tui.widgets.conversation_list import ConversationList
 from chatbot.tui.widgets.feedback import shown_errors
@@ -128,6 +129,7 @@ class ChatApp(ListAndTheme, App[None]):
         return self.panel.conversation_id
 
     async def on_mount(self) -> None:
+        close_on_signals(self)  # SIGTERM, SIGHUP: like Ctrl+Q, the reply is saved first
         self.apply_preferences()
         self.load_engine(self._engine_factory)
         conversations = []
@@ -144,6 +146,7 @@ class ChatApp(ListAndTheme, App[None]):
             log.warning("the reply did not stop within %s s of closing", CLOSE_WAIT_S)
         if self.engine is not None:
             self.engine.close()
+        default_signals()
 
     # Model
 

@@ -15,7 +15,9 @@ def parse(argv: list[str]):
     return parser.parse_args(argv)
 
 
-def test_no_config_file_keeps_the_built_in_defaults():
+def test_no_config_file_keeps_the_built_in_defaults(tmp_path: Path, monkeypatch):
+    monkeypatch.delenv("CHATBOT_CONFIG")  # the user config folder's config.toml, not there
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "no-config"))
     assert not config_path().exists()
     args = parse(["history"])
     assert (args.ctx, args.threads, args.gpu_layers, args.flash_attn) == (4096, None, None, None)

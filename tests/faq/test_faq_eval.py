@@ -74,31 +74,38 @@ def test_rates_count_each_kind_of_question_at_each_threshold(gym):
     questions = [LabelledQuestion(q["question"], q["expected"]) for q in QUESTIONS]
     result = evaluate(gym, questions)
     assert (result.covered, result.uncovered, result.threshold) == (2, 1, gym.confidence)
+    assert result.handoff_threshold == gym.bands.handoff < gym.confidence
     thresholds = [r.threshold for r in result.rates]
     assert thresholds == sorted(thresholds) and gym.confidence in thresholds
     in_use = result.in_use
     assert in_use.top1 == in_use.top3 == 1.0
     assert (in_use.handoff_recall, in_use.false_handoffs) == (1.0, 0.0)
+    assert (in_use.uncovered_direct, in_use.covered_resolved) == (0.0, 1.0)
+    assert in_use.covered_direct + in_use.covered_wrong <= 1.0
     assert result.answered_uncovered == [] and result.handed_off_covered == []
-    # A higher threshold can only hand off more: of both kinds.
+    # A higher answer threshold can only answer less directly: of both kinds.
     for lower, higher in zip(result.rates, result.rates[1:], strict=False):
         assert higher.handoff_recall >= lower.handoff_recall
-        assert higher.false_handoffs >= lower.false_handoffs
+        assert higher.covered_direct <= lower.covered_direct
 
 
 def test_command_prints_the_sweep_and_json(gym, tmp_path, capsys):
     questions = write_lines(tmp_path / "q.jsonl", QUESTIONS)
-    common = ["--faq", str(gym.path), "--db", str(tmp_path / "chat.db")]
+    common = ["--faq", str(gym.path)]
     assert main(["faq-eval", str(questions), *common]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
     assert out.startswith("2 covered and 1 uncovered questions")
-    assert "0.45  1.000  1.000            1.000            0.000  <- in use" in out
+    assert "answer at  top-1  top-3  uncovered answered  covered answered  resolved" in out
+    in_use = [line for line in out.splitlines() if line.endswith("<- in use")]
+    assert len(in_use) == 1 and in_use[0].split()[0] == f"{gym.confidence:.2f}"
+    assert err.startswith("note: FAQ thresholds: answer at")  # measured, and said on start
     assert main(["faq-eval", str(questions), *common, "--json", "--faq-confidence", "0.3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threshold"] == 0.3 and len(result["rates"]) == 7
+    assert result["handoff_threshold"] <= 0.3
 
 
 def test_command_without_a_faq_is_one_error_line(tmp_path, capsys):
     questions = write_lines(tmp_path / "q.jsonl", QUESTIONS)
-    assert main(["faq-eval", str(questions), "--db", str(tmp_path / "chat.db")]) == 2
+    assert main(["faq-eval", str(questions)]) == 2
     assert capsys.readouterr().err == "error: faq-eval needs the knowledge base: add --faq FILE\n"
