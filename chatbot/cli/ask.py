@@ -37,8 +37,17 @@ def print_outcome(result: TurnResult | None) -> None:
     """The FAQ outcome on stderr, so stdout stays the answer alone for scripts."""
     if result is not None and result.handoff:
         print("note: handed off to a human agent (`chatbot handoffs` lists it)", file=sys.stderr)
+    elif result is not None and result.clarify:
+        print(
+            f"note: asked back; continue with --conversation {result.conversation_id} and the "
+            "number of a choice, or no",
+            file=sys.stderr,
+        )
     elif result is not None and result.sources:
         print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
+        if result.quoted and result.quoted != "setting":
+            print(f"note: the article's own text ({result.quoted.replace('_', ' ')} failed "
+                  "in the model's reply)", file=sys.stderr)  # fmt: skip
         if result.unsupported:
             print(
                 f"note: not in the cited article, check before relying on it: "
@@ -64,4 +73,9 @@ def turn_json(result: TurnResult, engine: Engine) -> dict:
         "sources": list(result.sources),
         "handoff": result.handoff,
         "unsupported_facts": list(result.unsupported),
+        # The FAQ bot: its band, an ask-back's choices (empty otherwise), why the article's
+        # own text is the answer (null: the model's reply is).
+        "band": result.band,
+        "clarify": [{"id": c.id, "question": c.question} for c in result.clarify],
+        "quoted": result.quoted,
     }
