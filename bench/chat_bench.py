@@ -28,6 +28,7 @@ from chatbot.engines.llama import LlamaEngine  # noqa: E402
 from chatbot.store.store import Store  # noqa: E402
 from converter.default_model import wheel_gguf  # noqa: E402
 from converter.errors import ConverterError  # noqa: E402
+from converter.gguf_keys import CHAT_CTX  # noqa: E402
 from converter.paths import default_gguf_path  # noqa: E402
 
 DECODE_PROMPT = [{"role": "user", "content": "Write a long story about a dragon and a knight."}]
@@ -185,7 +186,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokens", type=int, default=128, help="decoded tokens per speed run")
     args = parser.parse_args(argv)
     model = find_model(args.model)
-    engine = LlamaEngine(model, n_ctx=4096, n_threads=args.threads)
+    engine = LlamaEngine(model, n_ctx=CHAT_CTX, n_threads=args.threads)
     print(f"chat bench: {model.name} ({engine.info.quantization}), {args.threads} threads, "
           f"{args.repeats} repeats")  # fmt: skip
     bench_decode(engine, args.repeats, args.tokens)
