@@ -75,3 +75,18 @@ def seed_conversation(db_path: Path, title: str, turns: list[tuple[str, str]]) -
         return conversation.id
     finally:
         with_store.close()
+
+
+def on_screen(app: ChatApp, widget) -> bool:
+    """The widget is shown whole inside the screen: laid out, not hidden, not cut off."""
+    region, screen = widget.region, app.screen.region
+    return region.area > 0 and screen.contains_region(region)
+
+
+def palette_hits(app: ChatApp) -> list[str]:
+    """The command palette's entries' names, as shown (the palette must be open)."""
+    from textual.command import CommandList
+
+    found = app.screen.query_one(CommandList)
+    prompts = [str(found.get_option_at_index(i).prompt) for i in range(found.option_count)]
+    return [prompt.splitlines()[0] for prompt in prompts]  # the help line goes

@@ -24,6 +24,7 @@ from chatbot.engines.base import Engine, GenerationOptions, TextChunk
 from chatbot.errors import ChatbotError
 from chatbot.store.records import ConversationSettings
 from chatbot.store.store import Store
+from chatbot.tui.widgets.choices import ChoiceList, open_choices
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import (
@@ -107,6 +108,7 @@ class ChatPanel(Vertical):
         self.session = None
         self.stop_editing()
         await self.query_one(MessageView).show_history(messages)
+        await self._offer(open_choices(messages, self.knowledge_base) if self.faq_mode else ())
 
     @property
     def conversation_id(self) -> int | None:
@@ -129,8 +131,13 @@ class ChatPanel(Vertical):
                 self.notify(str(exc), severity="error", markup=False)
                 return False
         self.settings, self._unsaved_settings = settings, self.conversation_id is None
-        self.session = None  # the next turn starts a session with the new settings
+        self.drop_session()  # the next turn starts a session with the new settings
         return True
+
+    def drop_session(self) -> None:
+        """Forget the session (new settings, another model); the conversation stays open."""
+        self._opened = self.conversation_id
+        self.session = None
 
     def busy(self) -> bool:
         """True (and says so) while a reply is being written."""
@@ -236,6 +243,7 @@ class ChatPanel(Vertical):
             self.replying = True
             self.app.refresh_bindings()
             self._idle.clear()
+            await view.query(ChoiceList).remove()  # an ask-back's choices go with its turn
             bubble = await view.start_turn(text)
             progress = ReplyProgress()
             self.post_message(ReplyStarted(progress))
@@ -309,10 +317,26 @@ class ChatPanel(Vertical):
         severity = "warning" if message.level == "warning" else "information"
         self.notify(message.text, severity=severity, markup=False)
 
+    async def _offer(self, choices) -> None:
+        """An ask-back's choices under its reply, focused: 1-3 or a click picks one."""
+        if choices:
+            offered = ChoiceList(choices)
+            await self.query_one(MessageView).mount(offered)
+            offered.focus()
+            offered.scroll_visible()
+
+    async def on_choice_list_picked(self, message: ChoiceList.Picked) -> None:
+        """A choice picked: sent as the customer's message, as if typed."""
+        if self._can_send():
+            text = message.text
+            await self._start(text, lambda session, stop: session.send(text, stop))
+
     async def on_reply_ended(self, message: ReplyEnded) -> None:
         """On failure, say why, show exactly what was saved and give back unsaved text."""
         self.replying = False
         self.app.refresh_bindings()
+        if message.result is not None and message.error is None:
+            await self._offer(message.result.clarify)
         if message.result is not None and message.result.stopped:
             self.notify("Reply stopped; the partial text is kept.", markup=False)
         if message.error is None:
