@@ -14,6 +14,7 @@ from textual.binding import Binding
 from textual.command import DiscoveryHit, Hit, Hits, Provider
 
 from chatbot.tui.widgets.input_box import NEWLINE_KEYS
+from converter.files import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -129,5 +130,5 @@ def _key_help(command: AppCommand) -> str:
 
 if __name__ == "__main__":
     path = Path(sys.argv[1] if len(sys.argv) > 1 else "README.md")
-    path.write_text(with_keys_markdown(path.read_text(encoding="utf-8")), encoding="utf-8")
+    atomic_write_text(path, with_keys_markdown(path.read_text(encoding="utf-8")), mode=0o644)
     print(f"updated the key list in {path}")
