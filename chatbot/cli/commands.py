@@ -133,6 +133,7 @@ def cmd_chat(args: argparse.Namespace, store: Store) -> int:
         knowledge_base=kb,
         options=options,
         load_model=None if args.server else _model_loader(args),
+        faq_answer=args.faq_answer,
     )
     app.run()
     return app.return_code or 0  # 128 + the signal's number when SIGTERM or SIGHUP closed it

@@ -88,14 +88,10 @@ class FaqPolicy:
         """The facts the reply states that its article does not (its own or the customer's),
         and in auto mode the article's own text in place of a reply that fails the check."""
         article = " ".join(asked.grounds)
-        unsupported = tuple(
-            dict.fromkeys(
-                [
-                    *unsupported_facts(reply, asked.grounds),
-                    *echoed_premises(reply, asked.asked, article),
-                ]
-            )
-        )
+        made_up = unsupported_facts(reply, asked.grounds)
+        said = {fact.lower() for fact in made_up}
+        echoed = [w for w in echoed_premises(reply, asked.asked, article) if w not in said]
+        unsupported = (*made_up, *echoed)
         if self.answer_mode != "auto":
             return Checked(reply, unsupported)
         reason = (

@@ -34,6 +34,7 @@ from chatbot.tui.screens.rename import RenameScreen
 from chatbot.tui.screens.settings import SettingsDefaults, SettingsScreen, cached_models
 from chatbot.tui.signals import close_on_signals, default_signals
 from chatbot.tui.widgets.chat_panel import ChatPanel, ReplyStarted
+from chatbot.tui.widgets.choices import conversation_to_open
 from chatbot.tui.widgets.conversation_list import ConversationList
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
@@ -78,6 +79,7 @@ class ChatApp(ListAndTheme, App[None]):
         knowledge_base: "KnowledgeBase | None" = None,
         options: GenerationOptions | None = None,
         load_model: Callable[[Path], Engine] | None = None,
+        faq_answer: str = "auto",
     ) -> None:
         """`load_model` loads a GGUF a conversation's settings choose from the model cache;
         without it (a remote server) every conversation uses the engine_factory's model."""
@@ -93,7 +95,7 @@ class ChatApp(ListAndTheme, App[None]):
             # and plain chat then never loads them.
             from chatbot.faq.policy import FaqPolicy
 
-            policy = FaqPolicy(knowledge_base)
+            policy = FaqPolicy(knowledge_base, faq_answer)  # type: ignore[arg-type]
         self.knowledge_base = knowledge_base
         self.panel = ChatPanel(
             store,
@@ -135,7 +137,10 @@ class ChatApp(ListAndTheme, App[None]):
         conversations = []
         with shown_errors(self):
             conversations = self.store.list_conversations()
-        await self.open_conversation(conversations[0].id if conversations else None)
+        ids = [c.id for c in conversations]
+        with shown_errors(self):  # FAQ mode: a new conversation, not the last general chat
+            ids = [conversation_to_open(self.store, ids, self.panel.faq_mode)]
+        await self.open_conversation(ids[0] if ids else None)
         for warning in self.knowledge_base.warnings[:5] if self.knowledge_base else []:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()
@@ -192,8 +197,7 @@ class ChatApp(ListAndTheme, App[None]):
         if path is not None and not path.is_file():
             self.notify(f"{path} is missing; keeping the model loaded.", severity="warning")
             return
-        old, self.panel.engine = self.panel.engine, None
-        self.panel.drop_session()
+        old, self.panel.engine, self.panel.session = self.panel.engine, None, None
         self._model_file = model_file
         status = self.query_one(StatusLine)
         status.set_engine(None)
