@@ -37,7 +37,7 @@ from chatbot.engines.base import (
 from chatbot.engines.kv_cache import CacheHit, KVCache, common_prefix, read_sequence, write_sequence
 from chatbot.engines.llama import N_BATCH, LlamaEngine
 from chatbot.engines.offload import OffloadSettings
-from chatbot.engines.threads import Tuning, start_threads
+from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
 from chatbot.errors import EngineError
 from converter.gguf_keys import CHAT_CTX
 
@@ -140,11 +140,16 @@ class BatchedEngine:
         parallel: int = PARALLEL,
         offload: OffloadSettings | None = None,
         kv_cache: KVCache | None = None,
+        tuning: Tuning | None = None,
     ):
-        """Load the model once; `n_ctx` is each sequence's context, `parallel` the slots."""
+        """Load the model once; `n_ctx` is each sequence's context, `parallel` the slots.
+
+        Without `n_threads` the thread counts follow the machine's load (engines.threads).
+        """
         if parallel < 1:
             raise EngineError(f"parallel must be at least 1, got {parallel}")
-        threads = n_threads or start_threads(Tuning())
+        tuning = tuning or Tuning()
+        threads = n_threads or start_threads(tuning)
         # Prompt rendering, tokenizing, pieces and load errors: the one-customer engine's own.
         self._text = LlamaEngine(model_path, TOKENIZER_CTX, 1, offload=offload)
         self.path = self._text.path
@@ -152,6 +157,7 @@ class BatchedEngine:
         self.parallel = parallel
         self._ctx = _batch_context(self._text.llm, n_ctx, parallel, threads)
         ctx = self._ctx.ctx
+        self.tuner = ThreadTuner(ctx, threads, fixed=bool(n_threads), tuning=tuning)
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = self._text.llm._model.vocab  # noqa: SLF001
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
@@ -174,10 +180,13 @@ class BatchedEngine:
     # -- the Engine protocol, called from any thread --------------------------------------
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
-        return self._text.tokens(messages)
+        with self._text_lock:  # close() frees the model the tokenizer reads
+            if self._closing:
+                raise EngineError("the engine is closed")
+            return self._text.tokens(messages)
 
     def count_tokens(self, messages: list[ChatMessage]) -> int:
-        return self._text.count_tokens(messages)
+        return len(self.tokens(messages))
 
     @property
     def waiting(self) -> int:
@@ -190,10 +199,7 @@ class BatchedEngine:
         options: GenerationOptions,
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TextChunk | GenerationStats]:
-        with self._text_lock:  # close() frees the model the tokenizer reads
-            if self._closing:
-                raise EngineError("the engine is closed")
-            tokens = self.tokens(messages)
+        tokens = self.tokens(messages)
         room = self.info.n_ctx - len(tokens)
         if room <= 0:
             raise EngineError(
@@ -324,10 +330,12 @@ class BatchedEngine:
 
     def _step(self) -> None:
         """One llama_decode over every sequence with work, then one sample per reply."""
-        outputs = self._fill_batch()
-        if not outputs:
+        outputs, prompt_tokens = self._fill_batch()
+        if self._batch.n_tokens == 0:
             return
+        start = time.perf_counter()
         status = llama_cpp.llama_decode(self._ctx.ctx, self._batch)
+        self.tuner.step(time.perf_counter() - start, prompt_tokens)
         if status != 0:
             self._fail(EngineError(f"llama.cpp failed while generating: llama_decode {status}"))
             return
@@ -335,8 +343,9 @@ class BatchedEngine:
             token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx.ctx, index)
             self._emit(slot, token)
 
-    def _fill_batch(self) -> list[tuple[_Slot, int]]:
-        """Next tokens of the replies first, then prompt tokens up to N_BATCH in all."""
+    def _fill_batch(self) -> tuple[list[tuple[_Slot, int]], int]:
+        """Next tokens of the replies first, then prompt tokens up to N_BATCH in all; the
+        sequences to sample after the decode (slot, batch index) and the prompt tokens added."""
         batch, outputs, n = self._batch, [], 0
         for slot in self._slots:
             if slot.request is not None and slot.request.cancel.is_set():
@@ -348,6 +357,7 @@ class BatchedEngine:
                 slot.next_token = None
                 outputs.append((slot, n))
                 n += 1
+        decoding = n
         for slot in self._slots:
             if slot.request is None or not slot.pending or n == N_BATCH:
                 continue
@@ -359,7 +369,7 @@ class BatchedEngine:
             if not slot.pending:
                 outputs.append((slot, n - 1))
         batch.n_tokens = n
-        return outputs
+        return outputs, n - decoding
 
     def _add(self, i: int, token: int, pos: int, seq: int, logits: bool) -> None:
         batch = self._batch
@@ -396,6 +406,7 @@ class BatchedEngine:
             data = read_sequence(self._ctx.ctx, slot.seq)
             self.kv_cache.store(slot.tokens, len(request.tokens), data)
         ttft_ms, decode_tps = token_timing(request.start, slot.first, slot.last, slot.sampled)
+        self.info = replace(self.info, threads=self.tuner.threads)  # for the turn's record
         request.out.put(
             GenerationStats(
                 prompt_tokens=len(request.tokens),

@@ -238,10 +238,12 @@ class KVCache:
         try:
             with path.open("rb") as handle:
                 header = self._read_header(handle)
-                data = handle.read() if header else b""
+                if header is None:
+                    return None
+                data = bytearray(os.fstat(handle.fileno()).st_size - handle.tell())
+                if not data or handle.readinto(data) != len(data):
+                    return None
         except OSError:  # evicted by another process meanwhile
-            return None
-        if header is None or not data:
             return None
         return SavedState(header[0], header[1], data)
 
@@ -323,8 +325,11 @@ def write_sequence(ctx: llama_cpp.llama_context_p, seq_id: int, hit: CacheHit) -
     memory = llama_cpp.llama_get_memory(ctx)
     llama_cpp.llama_memory_seq_rm(memory, seq_id, 0, -1)
     data = hit.state.data
-    src = (ctypes.c_uint8 * len(data)).from_buffer_copy(data)
-    if llama_cpp.llama_state_seq_set_data(ctx, src, len(data), seq_id) == 0:
+    array = ctypes.c_uint8 * len(data)
+    src = array.from_buffer(data) if isinstance(data, bytearray) else array.from_buffer_copy(data)
+    loaded = llama_cpp.llama_state_seq_set_data(ctx, src, len(data), seq_id)
+    del src  # release the bytearray's export
+    if loaded == 0:
         llama_cpp.llama_memory_seq_rm(memory, seq_id, 0, -1)
         return False
     llama_cpp.llama_memory_seq_rm(memory, seq_id, hit.common, -1)

@@ -282,6 +282,14 @@ class ThreadTuner:
             if close is not None:
                 close()
 
+    def step(self, elapsed: float, prompt_tokens: int = 0) -> None:
+        """One llama_decode timed by an engine that drives the context itself (the batched
+        engine): a step with prompt tokens tunes n_threads_batch, a decode step n_threads."""
+        if prompt_tokens:
+            self._prompt_done(elapsed, prompt_tokens)
+        else:
+            self._token_done(elapsed)
+
     def turn_threads(self) -> int:
         """The decode thread count of the last reply: the one used for most of its tokens.
 

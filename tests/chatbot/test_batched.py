@@ -144,6 +144,18 @@ def test_a_reader_that_leaves_frees_its_slot(tiny_gguf):
     engine.close()
 
 
+def test_prompt_longer_than_one_batch_is_evaluated_in_steps(tiny_gguf):
+    """A 700-token prompt takes two llama_batch steps (512 + the rest), beside another reply."""
+    engine = BatchedEngine(tiny_gguf, n_ctx=1024, n_threads=1, parallel=2)
+    single = LlamaEngine(tiny_gguf, n_ctx=1024, n_threads=1)
+    long = convo("z" * 700)
+    expected = run(single, long)[0]
+    single.close()
+    (text, stats), _ = run_together(engine, [long, convo(QUESTIONS[0])])
+    engine.close()
+    assert stats.prompt_tokens > 700 and text == expected
+
+
 def test_prompt_longer_than_a_sequence_is_an_engine_error(engine):
     with pytest.raises(EngineError, match="context holds 512"):
         run(engine, convo("word " * 600))
@@ -215,10 +227,12 @@ def test_real_model_concurrent_replies_match_alone_but_at_near_ties(real_gguf, m
     """llama.cpp's CPU matmuls sum in another order for another batch size, so a greedy reply
     decoded beside others may take the other branch where the top two logits (nearly) tie. A
     mix-up of sequences would diverge at a clear winner."""
-    engine = BatchedEngine(real_gguf, n_ctx=1024, n_threads=2, parallel=4)
     options = GenerationOptions(max_tokens=40, temperature=0.0)
-    together = run_together(engine, [convo(q) for q in QUESTIONS], options)
+    engine = BatchedEngine(real_gguf, n_ctx=1024, n_threads=2, parallel=4)
     alone = [run(engine, convo(q), options)[0] for q in QUESTIONS]
+    engine.close()
+    engine = BatchedEngine(real_gguf, n_ctx=1024, n_threads=2, parallel=4)  # nothing cached
+    together = run_together(engine, [convo(q) for q in QUESTIONS], options)
     engine.close()
     identical = 0
     for question, (text, _), single in zip(QUESTIONS, together, alone, strict=True):
