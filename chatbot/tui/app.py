@@ -197,7 +197,8 @@ class ChatApp(ListAndTheme, App[None]):
         if path is not None and not path.is_file():
             self.notify(f"{path} is missing; keeping the model loaded.", severity="warning")
             return
-        old, self.panel.engine, self.panel.session = self.panel.engine, None, None
+        old, self.panel.engine = self.panel.engine, None
+        self.panel.drop_session()
         self._model_file = model_file
         status = self.query_one(StatusLine)
         status.set_engine(None)

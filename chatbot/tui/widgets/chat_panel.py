@@ -131,8 +131,13 @@ class ChatPanel(Vertical):
                 self.notify(str(exc), severity="error", markup=False)
                 return False
         self.settings, self._unsaved_settings = settings, self.conversation_id is None
-        self.session = None  # the next turn starts a session with the new settings
+        self.drop_session()  # the next turn starts a session with the new settings
         return True
+
+    def drop_session(self) -> None:
+        """Forget the session (new settings, another model); the conversation stays open."""
+        self._opened = self.conversation_id
+        self.session = None
 
     def busy(self) -> bool:
         """True (and says so) while a reply is being written."""
