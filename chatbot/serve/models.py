@@ -166,7 +166,9 @@ class ChunkChoice(BaseModel):
 
 
 class ChatCompletionChunk(BaseModel):
-    """One streamed event; the last one with a finish_reason also carries the FAQ fields."""
+    """One streamed event; the one with a finish_reason also carries the FAQ fields and
+    `answer`, the reply as saved: it can end before the streamed text (a reply that starts
+    repeating itself is cut where the repeat began), and the history shows it so."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -179,6 +181,7 @@ class ChatCompletionChunk(BaseModel):
     handoff: bool | None = None
     unsupported_facts: list[str] | None = None
     clarify: list[ClarifyChoice] | None = None
+    answer: str | None = None
 
 
 class HistoryMessage(BaseModel):

@@ -114,10 +114,11 @@ def chunk(
 def final_chunk(
     backend: Backend, result: TurnResult, token: str, completion_id: str
 ) -> ChatCompletionChunk:
-    """The event that ends the reply: its finish_reason and the FAQ fields."""
+    """The event that ends the reply: its finish_reason, the FAQ fields, the reply as saved."""
     fields = faq_fields(backend, result, token).model_dump(exclude={"conversation_id"})
+    finish = _finish_reason(result)
     return chunk(
-        backend, token, completion_id, Delta(), finish_reason=_finish_reason(result), **fields
+        backend, token, completion_id, Delta(), finish_reason=finish, answer=result.answer, **fields
     )
 
 

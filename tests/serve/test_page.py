@@ -96,7 +96,7 @@ def faq_server(real_model, tmp_path_factory):
 
 def test_reply_grows_as_it_streams_and_the_conversation_survives_a_reload(browser, chat_server):
     page = open_page(browser, chat_server)
-    ask(page, "Write one sentence about the sea.")
+    ask(page, "Count from 1 to 30, separated by commas.")  # a reply of many pieces
     reply = page.text_content(".msg.assistant .text")
     lengths = page.evaluate("() => window.replyLengths")
     assert reply.strip() and lengths[-1] == len(reply)

@@ -46,6 +46,7 @@ def test_streamed_reply_arrives_token_by_token(server):
     assert [m.content for m in messages] == [question, "".join(pieces)]
     assert len(turns) == 1 and turns[0].completion_tokens == usage["usage"]["completion_tokens"]
     assert (events[-3]["sources"], events[-3]["handoff"]) == ([], False)
+    assert events[-3]["answer"] == messages[-1].content  # the reply as saved
 
 
 def test_full_queue_gets_503_with_retry_after_and_a_left_reply_is_saved_stopped(server):

@@ -131,7 +131,11 @@ async function send(text) {
       replyText.textContent += choice.delta.content;
       reply.scrollIntoView({ block: "end" });
     }
-    if (choice && choice.finish_reason) showOutcome(reply, event);
+    if (choice && choice.finish_reason) {
+      // The reply as saved: a reply that began repeating itself was cut where the repeat began.
+      if (typeof event.answer === "string") replyText.textContent = event.answer;
+      showOutcome(reply, event);
+    }
   }
 }
 
