@@ -85,13 +85,17 @@ def test_plain_ask_names_its_sources_and_hand_offs_on_stderr(smollm2, tmp_path):
 
 @pytest.mark.slow
 def test_handoff_reply_and_confidence_flags(smollm2, tmp_path):
-    """A threshold no entry reaches hands every question off, with the reply given."""
-    done = chatbot(
-        "ask",
+    """An answer threshold no entry reaches asks back instead; "no" gets the reply given."""
+    common = (
         *("--faq", STORE_FAQ, "--model", smollm2, "--db", tmp_path / "chat.db", "--json"),
         *("--faq-confidence", 0.99, "--handoff-reply", "Call Sam on 555-0100."),
-        "How long do refunds take?",
     )
+    done = chatbot("ask", *common, "How long do refunds take?")
+    assert done.returncode == 0, done.stderr
+    asked = json.loads(done.stdout)
+    assert not asked["handoff"] and "refund-timing" in [c["id"] for c in asked["clarify"]]
+    assert "answer at 0.99 and above" in done.stderr
+    done = chatbot("ask", *common, "--conversation", asked["conversation_id"], "no")
     assert done.returncode == 0, done.stderr
     handed = json.loads(done.stdout)
     assert handed["handoff"] is True and handed["answer"] == "Call Sam on 555-0100."
