@@ -87,3 +87,18 @@ def _wait_for(client: httpx.Client, active: int, waiting: int) -> bool:
             return True
         time.sleep(0.02)
     pytest.fail(f"the server never had {active} running and {waiting} waiting: {health}")
+
+
+def test_a_conversation_answers_one_message_at_a_time(server):
+    """A second message while the first is being answered gets 409, not an interleaved reply."""
+    with server.client() as client:
+        first = client.post("/v1/chat/completions", json=chat("Hi!", max_tokens=2))
+        token = first.json()["conversation_id"]
+        long_reply = chat("Count from 1 to 200.", max_tokens=MAX_TOKENS, conversation_id=token)
+        with client.stream("POST", "/v1/chat/completions", json={**long_reply, "stream": True}):
+            _wait_for(client, active=1, waiting=0)
+            again = client.post("/v1/chat/completions", json=chat("Hello?", conversation_id=token))
+            assert _wait_for(client, active=1, waiting=0)  # the first is still being answered
+    assert again.status_code == 409 and "still answering" in again.json()["error"]["message"]
+    users = [m.content for m in saved_turns(server, token)[0] if m.role == "user"]
+    assert users == ["Hi!", "Count from 1 to 200."]
