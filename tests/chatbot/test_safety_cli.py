@@ -188,3 +188,16 @@ def test_the_context_bound_holds_in_the_config_file_and_for_the_app(tiny_gguf, t
 def test_serve_has_the_same_bounds(tiny_gguf, db, args, message):
     done = chatbot("serve", "--model", tiny_gguf, "--db", db, "--port", 0, *args)
     assert_error(done, message)
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ("threads = 0", "threads must be at least 1"),
+        ("gpu_layers = -2", "gpu_layers must be at least -1"),
+    ],
+)
+def test_config_file_numbers_have_the_same_bounds(tmp_path, db, line, message):
+    config = tmp_path / "config.toml"
+    config.write_text(line + "\n")
+    assert_error(chatbot("history", "--db", db), f"config file {config}: {message}")
