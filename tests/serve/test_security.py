@@ -122,3 +122,10 @@ def test_a_busy_port_is_one_error_before_the_model_loads(tmp_path):
         done = serve(tmp_path, "--port", str(taken.getsockname()[1]))
     assert done.returncode == 2 and "cannot listen on 127.0.0.1" in done.stderr
     assert "missing.gguf" not in done.stderr  # refused before the model was looked at
+
+
+def test_help_names_the_security_flags(tmp_path):
+    done = serve(tmp_path, "--help")
+    assert done.returncode == 0
+    for flag in ("--host", "--api-key", "--parallel", "--queue", "--cors-origin", "--max-tokens"):
+        assert flag in done.stdout
