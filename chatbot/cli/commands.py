@@ -50,8 +50,9 @@ def ensure_default_model() -> Path:
     return path
 
 
-def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
-    """A function that loads the engine (the app calls it off the UI thread)."""
+def engine_factory(args: argparse.Namespace, parallel: int | None = None) -> Callable[[], Engine]:
+    """A function that loads the engine (the app calls it off the UI thread); with `parallel`,
+    the embedded model is the batched engine, decoding that many replies at once."""
 
     def load() -> Engine:
         if args.server:
@@ -67,12 +68,15 @@ def engine_factory(args: argparse.Namespace) -> Callable[[], Engine]:
         check_ctx(model, args.ctx)  # beyond the training context, before a huge allocation
         offload = resolve_offload(model, gpu_layers=args.gpu_layers, flash_attn=args.flash_attn)
         # Saved KV states: a conversation continued in a new process is not evaluated again.
+        kv_cache = open_cache(model, offload)
+        if parallel is not None:
+            from chatbot.engines.batched import BatchedEngine
+
+            return BatchedEngine(
+                model, args.ctx, args.threads, parallel=parallel, offload=offload, kv_cache=kv_cache
+            )
         return LlamaEngine(
-            model,
-            n_ctx=args.ctx,
-            n_threads=args.threads,
-            offload=offload,
-            kv_cache=open_cache(model, offload),
+            model, n_ctx=args.ctx, n_threads=args.threads, offload=offload, kv_cache=kv_cache
         )
 
     return load
@@ -251,9 +255,9 @@ def _handoff_lines(h: "Handoff") -> list[str]:
 
 
 def serve_engine(args: argparse.Namespace) -> Engine:
-    """The engine every customer of `chatbot serve` shares. The embedded one writes one reply
-    at a time (its lock); the batched engine, decoding several at once, plugs in here."""
-    return engine_factory(args)()
+    """The engine every customer of `chatbot serve` shares: the embedded model decodes up to
+    --parallel replies at once in one context (chatbot.engines.batched)."""
+    return engine_factory(args, parallel=args.parallel)()
 
 
 def cmd_serve(args: argparse.Namespace, store: Store) -> int:
