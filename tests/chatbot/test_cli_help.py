@@ -20,6 +20,7 @@ MODEL_AND_STORAGE = {
     "--faq",
     "--faq-confidence",
     "--handoff-reply",
+    "--faq-answer",
     "--server",
     "--server-proxy",
     "--server-api-key",

@@ -11,8 +11,9 @@ from textual.widgets import DataTable, Label
 
 DIALOG_WIDTH = 90  # as app.tcss sizes .dialog.help
 # Columns the dialog and the table take around the text: borders, padding, cell padding, the
-# scrollbar.
+# scrollbar; lines: borders, padding, the title and its margin, the closing hint.
 CHROME = 2 + 4 + 4 + 2
+CHROME_LINES = 2 + 2 + 2 + 1
 
 
 class HelpScreen(ModalScreen[None]):
@@ -28,6 +29,7 @@ class HelpScreen(ModalScreen[None]):
         with Vertical(classes="dialog help"):
             yield Label("Keys", classes="title")
             table: DataTable = DataTable(cursor_type="none", zebra_stripes=True)
+            table.styles.max_height = max(3, self.app.size.height - CHROME_LINES)  # then scrolls
             table.add_columns("Key", "Command")
             keys_width = max(len(keys) for keys, _ in self._rows)
             width = max(16, min(self.app.size.width, DIALOG_WIDTH) - CHROME - keys_width)
