@@ -345,3 +345,38 @@ async def test_theme_and_list_choice_are_kept_in_the_config_file(make_app):
         assert again.query_one("#sidebar").display
         await ready(pilot)
     assert load_preferences().conversation_list is True
+
+
+async def test_faq_mode_shows_in_the_status_line_and_settings_can_turn_it_off(
+    db_path, models, tmp_path
+):
+    import json
+
+    from chatbot.faq.knowledge_base import KnowledgeBase
+
+    faq = tmp_path / "library.jsonl"
+    entry = {"id": "hours", "question": "When is the library open?", "answer": "9 to 19."}
+    faq.write_text(json.dumps(entry) + "\n")
+    store = Store(db_path)
+    kb = KnowledgeBase.open(faq, index_dir=tmp_path / "index", semantic=False)
+    app = ChatApp(lambda: load(models / "tiny-a.gguf"), store, knowledge_base=kb)
+    try:
+        async with app.run_test(size=SIZE) as pilot:
+            await ready(pilot)
+            status = app.query_one(StatusLine)
+            assert status.line.startswith("Ready │ FAQ │ tiny-a")
+            await send(pilot, "Can you repair my bicycle tyre?")
+            cid = app.conversation_id
+            assert app.store.turns(cid) == [], "the FAQ bot answered without the model"
+            await pilot.press("f3")
+            assert str(faq) in " ".join(str(label.render()) for label in app.screen.query("Label"))
+            await pilot.click("#faq")
+            await pilot.click("#ok")
+            await pilot.pause()
+            assert status.line.startswith("Ready │ chat │") and not app.panel.faq_mode
+            assert app.store.settings(cid).mode == "chat"
+            await send(pilot, "Can you repair my bicycle tyre?")
+            assert len(app.store.turns(cid)) == 1, "plain chat asks the model"
+    finally:
+        kb.close()
+        store.close()
