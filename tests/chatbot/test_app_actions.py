@@ -162,7 +162,7 @@ async def test_copy_a_message_and_the_next_code_block(make_app, db_path):
     app = make_app()
     async with app.run_test(size=SIZE, notifications=True) as pilot:
         await pilot.press("f5")
-        assert app.clipboard == REPLY.strip("\n") or app.clipboard == REPLY
+        assert app.clipboard == REPLY, "the Markdown source, as saved"
         assert any("Copied the reply" in n for n in notifications(app))
         await pilot.press("f6")
         assert app.clipboard == "echo hi\nls", "the newest code block first"
