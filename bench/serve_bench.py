@@ -142,7 +142,8 @@ def wait_ready(url: str, process: subprocess.Popen, log: Path) -> None:
 class Customer:
     """One customer's conversation with the server: streamed turns, TTFT seen by the client."""
 
-    def __init__(self, url: str, max_tokens: int):
+    def __init__(self, url: str, max_tokens: int, number: int = 0):
+        self.number = number  # which order of the questions this customer asks them in
         self.client = httpx.Client(base_url=url, timeout=300)
         self.max_tokens = max_tokens
         self.token: str | None = None
@@ -175,32 +176,41 @@ class Customer:
         return Turn((first - start) * 1000, tokens)
 
 
-def converse(url: str, customers: int, turns: int, max_tokens: int) -> Run:
-    """`customers` conversations of `turns` turns each, all at the same time."""
-    run = Run()
+def converse(customers: list[Customer], turns: range, run: Run) -> None:
+    """These turns of every customer's conversation, all customers at the same time."""
     lock = threading.Lock()
 
     def one(number: int) -> None:
-        customer = Customer(url, max_tokens)
-        for text in questions_of(number, turns):
-            turn = customer.turn(text)
+        questions = questions_of(customers[number].number, turns.stop)
+        for n in turns:
+            turn = customers[number].turn(questions[n])
             with lock:
                 if turn is None:
                     run.lost += 1
                 else:
                     run.turns.append(turn)
 
-    run.seconds = together(one, customers)
-    return run
+    run.seconds += together(one, len(customers))
 
 
 def bench_concurrency(model: Path, folder: Path, turns: int, max_tokens: int) -> bool:
+    """Alone, 4 at once, 4 at once, alone (half the turns each time): a machine whose load
+    drifts during the run weighs on both sides alike."""
     print(f"\n1. {CUSTOMERS} customers at once vs one alone, `chatbot serve --parallel "
           f"{CUSTOMERS}`, {turns} turns each, max {max_tokens} tokens, greedy")  # fmt: skip
+    alone, many = Run(), Run()
     with serving(model, folder, CUSTOMERS, max_tokens) as url:
         Customer(url, 4).turn("Hello")  # warm-up: first decode, page cache
-        alone = converse(url, 1, turns, max_tokens)
-        many = converse(url, CUSTOMERS, turns, max_tokens)
+        one = [Customer(url, max_tokens, CUSTOMERS)]
+        group = [Customer(url, max_tokens, n) for n in range(CUSTOMERS)]
+        first, second = range(turns // 2), range(turns // 2, turns)
+        for customers, half, run in (
+            (one, first, alone),
+            (group, first, many),
+            (group, second, many),
+            (one, second, alone),
+        ):
+            converse(customers, half, run)
     print(f"{'':24}{'tok/s':>8}{'TTFT p50':>10}{'TTFT p95':>10}{'turns':>7}{'lost':>6}")
     for name, run in (("one customer alone", alone), (f"{CUSTOMERS} at once", many)):
         print(f"{name:24}{run.tokens_per_s:8.1f}{run.ttft(0.5):8.0f}ms{run.ttft(0.95):8.0f}ms"
@@ -313,7 +323,7 @@ def ask_turns(model: Path, folder: Path, max_tokens: int) -> list[float]:
 def interleaved_turns(model: Path, folder: Path, max_tokens: int) -> list[list[float]]:
     """4 customers taking turns through one slot: each one's TTFT per turn."""
     with serving(model, folder, 1, max_tokens) as url:
-        customers = [Customer(url, max_tokens) for _ in range(CUSTOMERS)]
+        customers = [Customer(url, max_tokens, n) for n in range(CUSTOMERS)]
         ttfts = [[] for _ in customers]
         for n in range(len(QUESTIONS)):
             for number, customer in enumerate(customers):
