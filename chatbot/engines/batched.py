@@ -14,18 +14,15 @@ customer usually finds the history still there; when another conversation took t
 saved state (chatbot.engines.kv_cache) is loaded back instead of evaluating the history again.
 """
 
-import codecs
 import collections
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 
 import llama_cpp
-import numpy as np
-from llama_cpp import _internals as internals
 
 from chatbot.engines.base import (
     ChatMessage,
@@ -34,98 +31,17 @@ from chatbot.engines.base import (
     TextChunk,
     token_timing,
 )
-from chatbot.engines.kv_cache import CacheHit, KVCache, common_prefix, read_sequence, write_sequence
+from chatbot.engines.kv_cache import KVCache, read_sequence, write_sequence
 from chatbot.engines.llama import N_BATCH, LlamaEngine
 from chatbot.engines.offload import OffloadSettings
+from chatbot.engines.sequences import Request, Slot, batch_context, best_slot
 from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
 from chatbot.errors import EngineError
 from converter.gguf_keys import CHAT_CTX
 
 PARALLEL = 4
-Sampler = llama_cpp.llama_sampler_p_ctypes  # a llama_sampler pointer
 TOKENIZER_CTX = 256  # the tokenizing engine's own context: llama.cpp's smallest, never decoded
-MIN_REUSE = 16  # tokens in common for a slot to count as holding this conversation
 POLL_S = 0.05  # how often a waiting caller asks its should_stop
-# Llama._init_sampler's chain for temperature > 0 (its repeat penalty of 1.0 changes nothing).
-TOP_K, TYPICAL_P, MIN_P = 40, 1.0, 0.05
-
-
-def make_sampler(options: GenerationOptions) -> Sampler:
-    """A sampler chain for one reply: greedy at temperature 0, else seeded like `Llama`."""
-    chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
-    if options.temperature <= 0:
-        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
-        return chain
-    seed = options.seed if options.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED
-    for sampler in (
-        llama_cpp.llama_sampler_init_top_k(TOP_K),
-        llama_cpp.llama_sampler_init_typical(TYPICAL_P, 1),
-        llama_cpp.llama_sampler_init_top_p(options.top_p, 1),
-        llama_cpp.llama_sampler_init_min_p(MIN_P, 1),
-        llama_cpp.llama_sampler_init_temp(options.temperature),
-        llama_cpp.llama_sampler_init_dist(seed),
-    ):
-        llama_cpp.llama_sampler_chain_add(chain, sampler)
-    return chain
-
-
-def _batch_context(
-    llm: llama_cpp.Llama, n_ctx: int, parallel: int, threads: int
-) -> internals.LlamaContext:
-    """A context of `parallel` sequences of `n_ctx` tokens each on the loaded model.
-
-    Not unified: each sequence has cells of its own, so a saved state always fits back.
-    """
-    params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
-    params.n_ctx = n_ctx * parallel
-    params.n_batch = params.n_ubatch = N_BATCH
-    params.n_seq_max = parallel
-    params.kv_unified = False
-    params.n_threads = params.n_threads_batch = threads
-    return internals.LlamaContext(model=llm._model, params=params, verbose=False)  # noqa: SLF001
-
-
-@dataclass
-class _Request:
-    tokens: list[int]
-    max_new: int
-    options: GenerationOptions
-    hit: CacheHit | None  # a saved state for this prompt, looked up by the caller's thread
-    start: float = field(default_factory=time.perf_counter)
-    out: queue.SimpleQueue = field(default_factory=queue.SimpleQueue)
-    cancel: threading.Event = field(default_factory=threading.Event)
-
-
-class _Slot:
-    """One sequence of the context: the tokens its cells hold and the reply it is making."""
-
-    def __init__(self, seq: int):
-        self.seq = seq
-        self.tokens: list[int] = []  # evaluated into this sequence's KV cells, in order
-        self.used = 0.0  # when its last reply ended: the least recently used slot goes first
-        self.request: _Request | None = None
-        self.pending: list[int] = []  # prompt tokens still to evaluate
-        self.next_token: int | None = None  # sampled, to be evaluated in the next step
-        self.sampler: Sampler | None = None
-        self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        self.cached = self.sampled = self.completion = 0
-        self.first: float | None = None
-        self.last = 0.0
-
-    def begin(self, request: _Request, cached: int) -> None:
-        self.request, self.cached = request, cached
-        self.pending = request.tokens[cached:]
-        self.sampler = make_sampler(request.options)
-        self.decoder.reset()
-        self.sampled = self.completion = 0
-        self.first, self.last = None, request.start
-
-    def end(self) -> None:
-        if self.sampler is not None:
-            llama_cpp.llama_sampler_free(self.sampler)
-        self.request = self.sampler = self.next_token = None
-        self.pending = []
-        self.used = time.perf_counter()
 
 
 class BatchedEngine:
@@ -155,14 +71,14 @@ class BatchedEngine:
         self.path = self._text.path
         self.kv_cache = kv_cache
         self.parallel = parallel
-        self._ctx = _batch_context(self._text.llm, n_ctx, parallel, threads)
+        self._ctx = batch_context(self._text.llm, n_ctx, parallel, threads)
         ctx = self._ctx.ctx
         self.tuner = ThreadTuner(ctx, threads, fixed=bool(n_threads), tuning=tuning)
         self._memory = llama_cpp.llama_get_memory(ctx)
         self._vocab = self._text.llm._model.vocab  # noqa: SLF001
         self._batch = llama_cpp.llama_batch_init(N_BATCH, 0, 1)
-        self._slots = [_Slot(seq) for seq in range(parallel)]
-        self._waiting: collections.deque[_Request] = collections.deque()
+        self._slots = [Slot(seq) for seq in range(parallel)]
+        self._waiting: collections.deque[Request] = collections.deque()
         self._cond = threading.Condition()
         self._closing = False
         self._text_lock = threading.Lock()
@@ -207,7 +123,7 @@ class BatchedEngine:
                 "shorten the message or raise --ctx"
             )
         hit = self.kv_cache.lookup(tokens) if self.kv_cache is not None else None
-        request = _Request(tokens, min(options.max_tokens, room), options, hit)
+        request = Request(tokens, min(options.max_tokens, room), options, hit)
         if should_stop():
             request.cancel.set()
         with self._cond:
@@ -221,7 +137,7 @@ class BatchedEngine:
             request.cancel.set()  # the caller stopped reading: free the slot
 
     def _receive(
-        self, request: _Request, should_stop: Callable[[], bool]
+        self, request: Request, should_stop: Callable[[], bool]
     ) -> Iterator[TextChunk | GenerationStats]:
         while True:
             try:
@@ -278,47 +194,26 @@ class BatchedEngine:
     def _busy(self) -> bool:
         return any(slot.request is not None for slot in self._slots)
 
-    def _take_waiting(self) -> list[tuple[_Slot, _Request]]:
+    def _take_waiting(self) -> list[tuple[Slot, Request]]:
         """Waiting requests paired with free slots, first come first served."""
         free = [slot for slot in self._slots if slot.request is None]
         taken = []
         while self._waiting and free:
             request = self._waiting.popleft()
-            slot = self._best_slot(free, request.tokens)
+            slot = best_slot(free, request.tokens)
             free.remove(slot)
             slot.request = request  # reserved until _admit begins it
             taken.append((slot, request))
         return taken
 
-    @staticmethod
-    def _best_slot(free: list[_Slot], tokens: list[int]) -> _Slot:
-        """The free slot whose conversation this prompt continues; else the least recently used.
-
-        Continues: shares at least half of what the slot holds. A prefix that every prompt
-        shares (the template, a system prompt) does not take a returning customer's slot.
-        """
-        want = np.asarray(tokens, dtype=np.int32)
-
-        def held(slot: _Slot) -> int:
-            common = common_prefix(np.asarray(slot.tokens, dtype=np.int32), want)
-            return common if common >= max(MIN_REUSE, len(slot.tokens) // 2) else 0
-
-        best = max(free, key=held)
-        return best if held(best) else min(free, key=lambda slot: slot.used)
-
-    def _admit(self, slot: _Slot, request: _Request) -> None:
+    def _admit(self, slot: Slot, request: Request) -> None:
         """Reuse what the slot holds, or a saved state when it covers more; then begin."""
         if request.cancel.is_set():
             slot.begin(request, 0)
             self._finish(slot, "cancelled")
             return
         limit = len(request.tokens) - 1  # the last prompt token is evaluated: its logits
-        held = min(
-            common_prefix(
-                np.asarray(slot.tokens, dtype=np.int32), np.asarray(request.tokens, dtype=np.int32)
-            ),
-            limit,
-        )
+        held = min(slot.holds(request.tokens), limit)
         hit = request.hit
         if hit is not None and hit.common >= held + self.kv_cache.min_tokens:
             restored = write_sequence(self._ctx.ctx, slot.seq, hit)
@@ -343,7 +238,7 @@ class BatchedEngine:
             token = llama_cpp.llama_sampler_sample(slot.sampler, self._ctx.ctx, index)
             self._emit(slot, token)
 
-    def _fill_batch(self) -> tuple[list[tuple[_Slot, int]], int]:
+    def _fill_batch(self) -> tuple[list[tuple[Slot, int]], int]:
         """Next tokens of the replies first, then prompt tokens up to N_BATCH in all; the
         sequences to sample after the decode (slot, batch index) and the prompt tokens added."""
         batch, outputs, n = self._batch, [], 0
@@ -377,7 +272,7 @@ class BatchedEngine:
         batch.seq_id[i][0] = seq
         batch.logits[i] = logits
 
-    def _emit(self, slot: _Slot, token: int) -> None:
+    def _emit(self, slot: Slot, token: int) -> None:
         """A sampled token: the reply's end, or its text sent to the caller."""
         request = slot.request
         slot.last = time.perf_counter()
@@ -396,7 +291,7 @@ class BatchedEngine:
         else:
             slot.next_token = token
 
-    def _finish(self, slot: _Slot, reason: str) -> None:
+    def _finish(self, slot: Slot, reason: str) -> None:
         """End a reply: its last text, its state saved for the next turn, then its stats."""
         request = slot.request
         tail = slot.decoder.decode(b"", final=True)
