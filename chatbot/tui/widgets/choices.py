@@ -74,7 +74,15 @@ class ChoiceList(Vertical, can_focus=True):
         yield Static(Content(HINT.format(n=len(self.choices))), classes="choice-hint")
 
     def on_mount(self) -> None:
-        self.call_after_refresh(self.scroll_visible, animate=False)  # under the reply, in view
+        self.call_after_refresh(self._show)
+
+    def on_resize(self) -> None:
+        self._show()  # laid out (or taller): still the last thing in view
+
+    def _show(self) -> None:
+        """Under the reply, in view: the conversation scrolled to its end."""
+        if self.parent is not None and self.is_mounted:
+            self.parent.scroll_end(animate=False)
 
     def action_pick(self, number: int) -> None:
         if 1 <= number <= len(self.choices):
