@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from pathlib import Path
 
+import jinja2
 import llama_cpp
-from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
 from chatbot.engines.base import (
     ChatMessage,
@@ -29,6 +29,12 @@ from chatbot.engines.base import (
 )
 from chatbot.engines.kv_cache import KVCache, restore_llama, save_llama
 from chatbot.engines.offload import OffloadSettings
+from chatbot.engines.prompt import (
+    PromptTokenizer,
+    broken_template,
+    chat_formatter,
+    special_token_texts,
+)
 from chatbot.engines.threads import ThreadTuner, Tuning, start_threads
 from chatbot.errors import EngineError, ModelLoadError
 from converter import llama_log
@@ -92,6 +98,8 @@ def load_llama(path: Path, **params: object) -> llama_cpp.Llama:
             contextlib.redirect_stdout(llama_log.PrintsToLog()),
         ):
             llm = llama_cpp.Llama(model_path=str(path), verbose=True, **params)
+    except jinja2.TemplateError as exc:  # llama-cpp-python compiles every template it finds
+        raise broken_template(exc) from exc
     except (ValueError, RuntimeError, OSError) as exc:
         why = errors.first or str(exc)
         raise ModelLoadError(
@@ -146,7 +154,7 @@ class LlamaEngine:
         self.llm = _load_chat_model(path, n_ctx, threads, offload)
         self.tuner = ThreadTuner(self.llm.ctx, threads, fixed=bool(n_threads), tuning=tuning)
         metadata = self.llm.metadata
-        self._formatter = self._chat_formatter(metadata)
+        self._prompt = self._prompt_tokenizer(metadata)
         self._vocab = self.llm._model.vocab  # noqa: SLF001 (EOG test and pieces need the vocab)
         self._buf = ctypes.create_string_buffer(64)
         self._last_tokens: tuple[tuple, tuple[int, ...]] | None = None  # see tokens()
@@ -159,18 +167,20 @@ class LlamaEngine:
             settings=offload.as_dict() if offload else {"n_gpu_layers": 0, "flash_attn": False},
         )
 
-    def _chat_formatter(self, metadata: dict[str, str]) -> Jinja2ChatFormatter:
+    def _prompt_tokenizer(self, metadata: dict[str, str]) -> PromptTokenizer:
         llm = self.llm
+        model = llm._model  # noqa: SLF001 (token texts and the vocab)
         bos, eos = llm.token_bos(), llm.token_eos()
-        return Jinja2ChatFormatter(
-            template=metadata.get("tokenizer.chat_template", CHATML_TEMPLATE),
-            eos_token=llm._model.token_get_text(eos) if eos != -1 else "",  # noqa: SLF001
-            bos_token=llm._model.token_get_text(bos) if bos != -1 else "",  # noqa: SLF001
-            add_generation_prompt=True,
+        formatter = chat_formatter(
+            metadata.get("tokenizer.chat_template", CHATML_TEMPLATE),
+            bos=model.token_get_text(bos) if bos != -1 else "",
+            eos=model.token_get_text(eos) if eos != -1 else "",
         )
+        specials = special_token_texts(model.vocab, llm.n_vocab())
+        return PromptTokenizer(formatter, specials, llm.tokenize)
 
     def tokens(self, messages: list[ChatMessage]) -> list[int]:
-        """The prompt tokens: messages rendered with the chat template, special tokens parsed.
+        """The prompt tokens: the chat template's markers as control tokens, text as text.
 
         The last result is kept: a turn counts its prompt to fit the context, then streams that
         same prompt, so it is rendered and tokenized once, not twice.
@@ -179,15 +189,7 @@ class LlamaEngine:
         last = self._last_tokens
         if last is not None and last[0] == key:
             return list(last[1])
-        try:
-            prompt = self._formatter(messages=messages).prompt
-        except Exception as exc:  # jinja2 errors from a model's template
-            raise EngineError(
-                f"the model's chat template failed on this conversation: {exc}"
-            ) from exc
-        bos = self._formatter.bos_token
-        add_bos = not (bos and prompt.startswith(bos))
-        tokens = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+        tokens = self._prompt(messages)
         self._last_tokens = (key, tuple(tokens))
         return tokens
 
