@@ -154,3 +154,21 @@ def test_ask_conversation_in_a_new_process_reuses_the_saved_state(tiny_gguf, tmp
     assert turn2["cached_tokens"] >= turn1["prompt_tokens"]
     saved = files(tmp_path / "cache" / "kv")
     assert saved and all(p.stat().st_mode & 0o777 == 0o600 for p in saved)
+
+
+@pytest.mark.slow
+def test_real_model_conversation_resumes_from_disk_in_a_new_engine(real_gguf, tmp_path):
+    """SmolLM2: turn 2 of a conversation in a new engine (as a new process would) evaluates only
+    the new message; the saved state is the model's own (a sane reply follows it)."""
+    first = [SYSTEM, {"role": "user", "content": "Hi! My kettle arrived broken. What can I do?"}]
+    engine = LlamaEngine(real_gguf, n_ctx=1024, n_threads=2, kv_cache=KVCache(real_gguf, tmp_path))
+    reply, stats1 = run(engine, first, GenerationOptions(max_tokens=32, temperature=0.0))
+    engine.close()
+    second = [*first, {"role": "assistant", "content": reply}]
+    second.append({"role": "user", "content": "Can I get a refund instead?"})
+    engine = LlamaEngine(real_gguf, n_ctx=1024, n_threads=2, kv_cache=KVCache(real_gguf, tmp_path))
+    text, stats2 = run(engine, second, GenerationOptions(max_tokens=32, temperature=0.0))
+    engine.close()
+    assert stats2.cached_tokens >= stats1.prompt_tokens
+    assert stats2.prompt_tokens - stats2.cached_tokens < 40  # the new message and its markers
+    assert len(text.split()) >= 3 and "\x00" not in text
