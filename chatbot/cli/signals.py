@@ -30,6 +30,7 @@ class StopSignals:
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self.output_gone = False  # the reader of the reply went away (a closed pipe)
         self._previous: dict[int, object] = {}
         self._terminal_fds: list[int] = []
 
@@ -45,24 +46,29 @@ class StopSignals:
 
     def should_stop(self) -> bool:
         """For the engine: stop at the next token."""
-        return self.received is not None
+        return self.received is not None or self.output_gone
 
     @property
     def exit_code(self) -> int | None:
-        """128 + the signal's number, as a shell reports a process the signal ended."""
-        return None if self.received is None else 128 + self.received
+        """128 + the signal's number, as a shell reports a process the signal ended (a reader
+        that went away counts as SIGPIPE)."""
+        if self.received is None and not self.output_gone:
+            return None
+        return 128 + (self.received or signal.SIGPIPE)
 
     def output_lost(self) -> None:
-        """The reader of the reply is gone (a closed pipe): stop as SIGPIPE would."""
-        if self.received is None:
-            self.received = signal.SIGPIPE
+        """The reader of the reply is gone: stop, as SIGPIPE would have (Python ignores it).
+        Not a signal: a SIGHUP that comes after the write failed is still the first."""
+        self.output_gone = True
 
     def note(self) -> str | None:
-        """What to tell the user about a reply a signal stopped; None when none came."""
-        if self.received is None:
-            return None
-        name = signal.Signals(self.received).name
-        return f"{name} stopped the reply; what came of it is saved, marked as stopped"
+        """What to tell the user about a reply that was stopped; None when it was not."""
+        if self.received is not None:
+            name = signal.Signals(self.received).name
+            return f"{name} stopped the reply; what came of it is saved, marked as stopped"
+        if self.output_gone:
+            return "the output was closed; the reply so far is saved, marked as stopped"
+        return None
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
