@@ -1,8 +1,9 @@
 """Saved KV state per conversation, so a returning customer's history is not evaluated again.
 
 A sequence's KV cells (`llama_state_seq_get_data`) are kept under the tokens they hold: in
-memory up to a byte bound (least recently used out first) and written to the cache folder
-(`kv/`), where a later process (`chatbot ask --conversation`) or another context finds them. A
+memory up to a byte bound (least recently used out first), spilled to the cache folder (`kv/`,
+a bound of its own) when evicted or when the process ends, where a later process (`chatbot ask
+--conversation`) or another context finds them. A
 new prompt reuses the entry with the longest common token prefix, within one model file, so a
 history that changed reuses only what still agrees. llama-cpp-python's LlamaRAMCache and
 LlamaDiskCache save the whole context (every sequence, plus its logits) keyed by tokens alone,
@@ -90,10 +91,12 @@ class _DiskEntry:
 
 
 class KVCache:
-    """Saved sequence states of one model: a bounded LRU in memory, written through to disk.
+    """Saved sequence states of one model: a bounded LRU in memory, spilled to disk.
 
-    Thread-safe: the engine's threads look up and store; one writer thread does the disk writes,
-    so no decoding waits on a file.
+    A state is written when memory evicts it and at `close` (a process that ends, such as
+    `chatbot ask`, leaves its states for the next), not on every reply: a busy server would
+    otherwise write megabytes a turn. Thread-safe: the engine's threads look up and store; one
+    writer thread does the disk writes, so no decoding waits on a file.
     """
 
     def __init__(
@@ -112,6 +115,8 @@ class KVCache:
         self.ram_bytes, self.disk_bytes, self.min_tokens = ram_bytes, disk_bytes, min_tokens
         self._ram: OrderedDict[bytes, SavedState] = OrderedDict()
         self._ram_used = 0
+        self._on_disk: set[bytes] = set()  # states in memory that a file holds too
+        self._pending: dict[bytes, SavedState] = {}  # handed to the writer, not yet written
         self._disk: dict[str, _DiskEntry] = {}
         self._lock = threading.Lock()
         self._writes: queue.Queue[SavedState | None] = queue.Queue()
@@ -124,53 +129,83 @@ class KVCache:
         """
         want = np.asarray(tokens, dtype=np.int32)
         limit = len(want) - 1
+        best: CacheHit | None = None
         with self._lock:
-            best: CacheHit | None = None
-            for name, state in self._ram.items():
+            for name, state in [*self._ram.items(), *self._pending.items()]:
                 common = min(common_prefix(state.tokens, want), limit)
                 if common >= self.min_tokens and (best is None or common > best.common):
                     best, best_name = CacheHit(common, state), name
-            if best is not None:
+            if best is not None and best_name in self._ram:
                 self._ram.move_to_end(best_name)
         disk = self._disk_lookup(want, limit, best.common if best else self.min_tokens - 1)
         return disk or best
 
     def store(self, tokens: list[int], prompt_len: int, data: bytes | bytearray) -> None:
-        """Keep a sequence's state; entries whose tokens all begin this one are dropped."""
+        """Keep a sequence's state in memory; entries whose tokens all begin it are dropped.
+
+        It reaches the disk when memory evicts it, or at `flush` and `close`.
+        """
         if len(tokens) < self.min_tokens or not data:
             return
         state = SavedState(np.asarray(tokens, dtype=np.int32), prompt_len, data)
-        self._remember(state)
-        self._start_writer()
-        self._writes.put(state)
+        self._spill(self._remember(state, on_disk=False))
 
     def flush(self) -> None:
-        """Wait until every stored state is on disk."""
+        """Write every state that only memory holds to disk, and wait until it is written."""
+        with self._lock:
+            spill = [state for name, state in self._ram.items() if name not in self._on_disk]
+            self._on_disk.update(self._ram)
+        self._spill(spill)
         if self._writer is not None:
             self._writes.join()
 
     def close(self) -> None:
-        """Finish the disk writes and stop the writer thread."""
+        """Write what only memory holds, then stop the writer thread."""
+        self.flush()
         if self._writer is not None:
             self._writes.put(None)
             self._writer.join()
             self._writer = None
 
-    def _remember(self, state: SavedState) -> None:
-        """Into the memory LRU, evicting the least recently used past the byte bound."""
+    def _remember(self, state: SavedState, on_disk: bool) -> list[SavedState]:
+        """Into the memory LRU; the least recently used go past the byte bound, and those of
+        them that only memory held are returned, to be written to disk."""
+        name = state.tokens.tobytes()
+        spill = []
         with self._lock:
-            for name, old in list(self._ram.items()):
+            for old_name, old in list(self._ram.items()):
                 if common_prefix(old.tokens, state.tokens) == len(old.tokens):
-                    self._forget(name)
+                    self._forget(old_name)
             if len(state.data) > self.ram_bytes:
-                return
-            self._ram[state.tokens.tobytes()] = state
+                return [] if on_disk else [state]
+            self._ram[name] = state
             self._ram_used += len(state.data)
+            if on_disk:
+                self._on_disk.add(name)
             while self._ram_used > self.ram_bytes:
-                self._forget(next(iter(self._ram)))
+                oldest = next(iter(self._ram))
+                evicted = self._ram[oldest]
+                if oldest not in self._on_disk:
+                    spill.append(evicted)
+                self._forget(oldest)
+        return spill
 
     def _forget(self, name: bytes) -> None:
         self._ram_used -= len(self._ram.pop(name).data)
+        self._on_disk.discard(name)
+
+    def _spill(self, states: list[SavedState]) -> None:
+        """Hand states to the writer thread; until written, lookups still find them."""
+        if not states:
+            return
+        if self._writer is None:
+            self._writer = threading.Thread(target=self._write_loop, name="kv-writer", daemon=True)
+            self._writer.start()
+        with self._lock:
+            for state in states:
+                self._pending[state.tokens.tobytes()] = state
+        for state in states:
+            self._writes.put(state)
 
     # -- disk ------------------------------------------------------------------------------
 
@@ -193,7 +228,7 @@ class KVCache:
             if state is not None:
                 with contextlib.suppress(OSError):
                     os.utime(self.folder / name)  # most recently used: evicted last
-                self._remember(state)
+                self._spill(self._remember(state, on_disk=True))
                 return CacheHit(common, state)
         return None
 
@@ -247,11 +282,6 @@ class KVCache:
             return None
         return SavedState(header[0], header[1], data)
 
-    def _start_writer(self) -> None:
-        if self._writer is None:
-            self._writer = threading.Thread(target=self._write_loop, name="kv-writer", daemon=True)
-            self._writer.start()
-
     def _write_loop(self) -> None:
         while True:
             state = self._writes.get()
@@ -262,6 +292,9 @@ class KVCache:
             except OSError:
                 pass  # a full or read-only disk costs reuse, never a reply
             finally:
+                if state is not None:
+                    with self._lock:
+                        self._pending.pop(state.tokens.tobytes(), None)
                 self._writes.task_done()
 
     def _write(self, state: SavedState) -> None:

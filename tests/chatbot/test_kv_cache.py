@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -59,6 +60,21 @@ def test_memory_bound_evicts_least_recently_used(tiny_gguf, tmp_path):
     cache.lookup([0, *range(10), 1])  # absent from memory: read back from disk
     cache.close()
     assert len(cache._ram) == 2 and cache._ram_used <= 250
+
+
+def test_states_reach_the_disk_when_memory_evicts_them_or_at_close(tiny_gguf, tmp_path):
+    cache = KVCache(tiny_gguf, tmp_path / "kv", ram_bytes=150, min_tokens=4)
+    cache.store([1, *range(10)], 10, b"a" * 100)
+    time.sleep(0.2)
+    assert files(tmp_path / "kv") == []  # in memory only: no write a turn
+    cache.store([2, *range(10)], 10, b"b" * 100)  # over the bound: the first is written
+    deadline = time.monotonic() + 10
+    while not files(tmp_path / "kv") and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(files(tmp_path / "kv")) == 1
+    assert cache.lookup([1, *range(10), 7]).state.data == b"a" * 100
+    cache.close()
+    assert len(files(tmp_path / "kv")) == 2
 
 
 def test_disk_bound_covers_every_model_folder(tiny_gguf, tmp_path):
