@@ -13,20 +13,19 @@ import contextlib
 import os
 import signal
 from types import FrameType
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from chatbot.tui.app import ChatApp
+from textual.app import App
 
 QUIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SAVE_WAIT_S = 30.0  # how long a reply may take to stop (one token, or a prompt evaluation)
 _previous_hangup: list[object] = []
 
 
-def close_on_signals(app: "ChatApp") -> None:
+def close_on_signals(app: App) -> None:
     """From now on SIGINT and SIGTERM close `app` (its return code 128 + the number) and SIGHUP
-    saves the reply and ends the process (exit 129). Only the main thread may handle signals:
-    elsewhere (a test's thread) they stay as they are."""
+    saves the reply and ends the process (exit 129). `app` is the ChatApp (its `panel` and
+    `engine`; not imported: it imports this). Only the main thread may handle signals: elsewhere
+    (a test's thread) they stay as they are."""
     loop = asyncio.get_running_loop()
     for signum in QUIT_SIGNALS:
         with contextlib.suppress(ValueError, RuntimeError, NotImplementedError):
