@@ -14,7 +14,7 @@ import pytest
 from chatbot.engines.remote import RemoteEngine
 from chatbot.engines.urls import redact
 from chatbot.store.store import Store
-from chatbot.tui.widgets.status_line import engine_text
+from chatbot.tui.widgets.status_line import fit, model_parts
 from tests.chatbot.http_stub import Reply, chatbot, delta, free_port, sse, stub_server
 
 QUESTION = "Where is my refund?"
@@ -156,7 +156,7 @@ def test_url_credentials_are_sent_as_basic_auth_and_shown_nowhere(tmp_path):
         secret_url = url.replace("//", "//alice:s3cr3t-pw@")
         done = chatbot("ask", QUESTION, "--server", secret_url, "--db", db)
         engine = RemoteEngine(secret_url)
-        status = engine_text(engine.info)  # what the app's status line shows
+        status = fit(model_parts(engine.info), 400)  # what the app's status line shows
         engine.close()
     assert (done.returncode, done.stdout) == (0, ANSWER + "\n"), done.stderr
     basic = "Basic " + base64.b64encode(b"alice:s3cr3t-pw").decode()
