@@ -237,12 +237,12 @@ class LlamaEngine:
         should_stop: Callable[[], bool],
     ) -> Iterator[TextChunk | GenerationStats]:
         llm = self.llm
+        start = time.perf_counter()  # time to first token counts loading a saved state too
         cached = self.cached_prefix(tokens)
         if self.kv_cache is not None:
             cached = restore_llama(llm, self.kv_cache, tokens, cached)
         llm.set_seed(options.seed if options.seed is not None else llama_cpp.LLAMA_DEFAULT_SEED)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        start = time.perf_counter()
         first = last = start
         sampled = completion = 0
         reason = "length"
