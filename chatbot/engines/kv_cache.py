@@ -28,7 +28,7 @@ from chatbot.engines.offload import OffloadSettings
 from converter.files import atomic_write_bytes
 from converter.paths import cache_dir
 
-RAM_BYTES = 512 * 2**20
+RAM_BYTES = 256 * 2**20  # SmolLM2 holds 23 KB a token: about 11,000 tokens of conversations
 DISK_BYTES = 2 * 2**30
 MIN_TOKENS = 16  # a shorter prefix is cheaper to evaluate than to copy back
 _MAGIC = b"CBKVSEQ1"
