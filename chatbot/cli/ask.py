@@ -10,6 +10,14 @@ from chatbot.cli.signals import StopSignals, write
 from chatbot.conversation.session import Notice, Session, TurnResult
 from chatbot.engines.base import Engine, TextChunk
 
+# Why the FAQ bot showed the article instead of the model's reply (chatbot.faq.policy.check).
+QUOTED_BECAUSE = {
+    "fact_check": "stated what the article does not say",
+    "repetition": "repeated itself",
+    "dropped_facts": "left out some of the article's facts",
+    "too_long": "went far beyond the article",
+}
+
 
 def stream_reply(session: Session, text: str, engine: Engine, as_json: bool) -> int:
     """Send `text` and print the reply; the exit code: 0, or 128 + the signal that stopped it."""
@@ -45,9 +53,9 @@ def print_outcome(result: TurnResult | None) -> None:
         )
     elif result is not None and result.sources:
         print(f"sources: {', '.join(result.sources)}", file=sys.stderr)
-        if result.quoted and result.quoted != "setting":
-            print(f"note: the article's own text ({result.quoted.replace('_', ' ')} failed "
-                  "in the model's reply)", file=sys.stderr)  # fmt: skip
+        if result.quoted in QUOTED_BECAUSE:
+            print(f"note: this is the article's own text: the model's reply "
+                  f"{QUOTED_BECAUSE[result.quoted]}", file=sys.stderr)  # fmt: skip
         if result.unsupported:
             print(
                 f"note: not in the cited article, check before relying on it: "

@@ -10,6 +10,8 @@ default `auto` answer mode the customer reads the entry's own text instead of a 
 fails the check (chatbot.faq.facts), was cut for repeating itself, or drops its facts.
 """
 
+import re
+from collections import Counter
 from collections.abc import Sequence
 from typing import Literal
 
@@ -43,6 +45,10 @@ from chatbot.store.records import Message
 
 AnswerMode = Literal["generate", "quote", "auto"]
 ANSWER_MODES: tuple[AnswerMode, ...] = ("generate", "quote", "auto")
+# A reply this many times longer than its article (plus 25 words) says what the article does not:
+# asked how to use a promo code, SmolLM2 wrote 29 numbered steps for a two-sentence article.
+TOO_LONG = 2.5
+_LIST_MARKER = re.compile(r"^\W*\d+[.)]\s*")
 # "the one about cards": a pick in words, even when another entry matches the words better.
 _NAMES_A_CHOICE = ("the one", "about ", "i meant", "i mean")
 
@@ -96,8 +102,9 @@ class FaqPolicy:
             return Checked(reply, unsupported)
         reason = (
             "fact_check" if unsupported
-            else "repetition" if repeated
+            else "repetition" if repeated or _repeats_lines(reply)
             else "dropped_facts" if missing_facts(reply, article) or not reply.strip()
+            else "too_long" if len(reply.split()) > TOO_LONG * len(article.split()) + 25
             else None
         )  # fmt: skip
         entry = self.knowledge_base.entry(asked.sources[0]) if asked.sources else None
@@ -181,6 +188,13 @@ class FaqPolicy:
 def quoted_answer(entry: FaqEntry) -> str:
     """The entry's own text as the answer, marked as quoted from the help article."""
     return f'From our help article "{entry.question}":\n\n{entry.answer}'
+
+
+def _repeats_lines(reply: str) -> bool:
+    """A line said three times, list numbers aside ("12. Click on the button." again and
+    again): a loop the streaming guard misses, since the numbers differ."""
+    lines = [_LIST_MARKER.sub("", line).strip().lower() for line in reply.splitlines()]
+    return any(n >= 3 for line, n in Counter(lines).items() if len(line) >= 12)
 
 
 def _offered(kb: KnowledgeBase, last: Message | None) -> tuple[Choice, ...]:

@@ -194,6 +194,10 @@ def test_the_check_quotes_the_article_in_auto_mode(store_kb):
     assert auto.check(faithful, asked, repeated=False).text == faithful
     assert auto.check(faithful, asked, repeated=True).quoted == "repetition"
     assert auto.check("We accept Visa and PayPal.", asked, False).quoted == "dropped_facts"
+    looping = faithful + "".join(f"\n{n}. Click the Pay button." for n in range(1, 5))
+    assert auto.check(looping, asked, repeated=False).quoted == "repetition"
+    rambling = faithful + " We value every customer and thank you for shopping with us." * 9
+    assert auto.check(rambling, asked, repeated=False).quoted == "too_long"
 
 
 def test_a_bad_answer_mode_is_one_clear_error(store_kb):
