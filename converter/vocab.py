@@ -3,13 +3,15 @@
 Two kinds of tokenizer are supported, each read from its own ground truth:
 - byte-level BPE from tokenizer.json (GPT-2 style: Llama 3, Qwen2/3, SmolLM2) -> `gpt2`, with
   the pre-tokenizer identified from tokenizer.json's structure (see `converter.pretokenizer`);
-- SentencePiece BPE from tokenizer.model (Llama 2, TinyLlama, Mistral) -> `llama`, read through
-  the sentencepiece library's own model proto, since transformers' conversion can differ.
+- SentencePiece BPE from tokenizer.model (Llama 2, TinyLlama, Mistral, Phi-3) -> `llama`, read
+  through the sentencepiece library's own model proto, since transformers' conversion can
+  differ; without a tokenizer.model, from its tokenizer.json form (Gemma 3), scored by merge rank.
 Special token ids, add_bos/add_eos and the chat template come from gguf.SpecialVocab.
 """
 
 import json
 import logging
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,8 @@ _SPM_TYPES = {
     6: _TT.BYTE,
 }
 _SPM_BPE = 2  # TrainerSpec.ModelType.BPE: the only kind llama.cpp's `llama` tokenizer reproduces
+_SPM_SPACE = "\u2581"  # SentencePiece's visible space
+_BYTE_TOKEN = re.compile(r"<0x[0-9A-F]{2}>")
 
 
 @dataclass(frozen=True)
@@ -87,11 +91,13 @@ def _read_vocab(model_dir: Path, vocab_size: int) -> _Vocab:
         vocab = _spm_vocab(model_dir / "tokenizer.model", vocab_size)
         _add_spm_added_tokens(vocab, model_dir, vocab_size)
         return vocab
+    if tokenizer_json is not None and _is_spm_style_bpe(tokenizer_json):
+        return _spm_json_vocab(tokenizer_json, model_dir / "tokenizer.json", vocab_size)
     if tokenizer_json is not None:
         raise SourceError(
-            f"{model_dir / 'tokenizer.json'} is not a byte-level BPE tokenizer and there is no "
-            "tokenizer.model beside it; supported are byte-level BPE (tokenizer.json) and "
-            "SentencePiece BPE (tokenizer.model)"
+            f"{model_dir / 'tokenizer.json'} is neither byte-level BPE nor SentencePiece-style "
+            "BPE, and there is no tokenizer.model beside it; supported are byte-level BPE "
+            "(tokenizer.json), SentencePiece BPE (tokenizer.model or its tokenizer.json form)"
         )
     raise SourceError(
         f"no tokenizer in {model_dir}: expected tokenizer.json or tokenizer.model; "
@@ -132,6 +138,95 @@ def _bpe_vocab(tokenizer: dict[str, Any], model_dir: Path, vocab_size: int) -> _
         _check_id(added["id"], vocab_size, added["content"])
         _set_added(tokens, types, None, added["id"], added["content"], added.get("special"))
     return _Vocab(model="gpt2", pre=pre, tokens=tokens, types=types)
+
+
+def _is_spm_style_bpe(tokenizer: dict[str, Any]) -> bool:
+    """A BPE model over SentencePiece's "\u2581"-for-space text (Gemma, Llama 2 as tokenizers)."""
+    if tokenizer["model"].get("type") != "BPE":
+        return False
+    steps = [tokenizer.get("normalizer"), tokenizer.get("pre_tokenizer")]
+    return _SPM_SPACE in json.dumps(steps, ensure_ascii=False)
+
+
+def _spm_json_vocab(tokenizer: dict[str, Any], path: Path, vocab_size: int) -> _Vocab:
+    """SentencePiece BPE read from tokenizer.json, for llama.cpp's `llama` tokenizer.
+
+    llama.cpp merges the adjacent pair whose joined text has the highest score; tokenizers
+    merges the pair ranked first in `merges`. A token's score is therefore minus the rank of
+    the first merge that makes it, which orders llama.cpp's merges as tokenizers orders them.
+    """
+    model = tokenizer["model"]
+    model_vocab: dict[str, int] = model.get("vocab") or {}
+    if not model_vocab:
+        raise SourceError(f"{path} has an empty BPE vocabulary")
+    merges = model.get("merges") or []
+    tokens, types = _padded(vocab_size)
+    scores = [-float(len(merges) + 1)] * vocab_size  # below every merge: joined last, if ever
+    byte_fallback = bool(model.get("byte_fallback"))
+    for text, token_id in model_vocab.items():
+        _check_id(token_id, vocab_size, text)
+        tokens[token_id] = text
+        is_byte = byte_fallback and _BYTE_TOKEN.fullmatch(text) is not None
+        types[token_id] = _TT.BYTE if is_byte else _TT.NORMAL
+    for rank, merge in reversed(list(enumerate(merges))):  # the first merge's rank wins
+        left, right = merge.split(" ", 1) if isinstance(merge, str) else merge
+        token_id = model_vocab.get(left + right)
+        if token_id is not None:
+            scores[token_id] = -float(rank)
+    unk = model.get("unk_token")
+    if unk in model_vocab:
+        types[model_vocab[unk]] = _TT.UNKNOWN
+    for added in tokenizer.get("added_tokens") or []:
+        _check_id(added["id"], vocab_size, added["content"])
+        _set_added(tokens, types, None, added["id"], added["content"], added.get("special"))
+    return _Vocab(
+        model="llama",
+        pre="default",
+        tokens=tokens,
+        types=types,
+        scores=scores,
+        extra={"add_space_prefix": _spm_json_space_prefix(tokenizer, path)},
+        own_special_ids={"unk": model_vocab[unk]} if unk in model_vocab else {},
+    )
+
+
+def _spm_json_space_prefix(tokenizer: dict[str, Any], path: Path) -> bool:
+    """Whether a space is put before the text (SentencePiece's add_dummy_prefix), from the
+    steps llama.cpp reproduces: Replace(" ", "\u2581"), Prepend("\u2581"), Metaspace; a Split
+    on " " after that replace finds no space left and changes nothing. Anything else: refused."""
+    steps = _steps(tokenizer.get("normalizer"), "normalizers")
+    steps += _steps(tokenizer.get("pre_tokenizer"), "pretokenizers")
+    prefix = False
+    for step in steps:
+        kind = step.get("type")
+        pattern = (step.get("pattern") or {}).get("String")
+        if kind == "Replace" and pattern == " " and step.get("content") == _SPM_SPACE:
+            continue
+        if kind == "Split" and pattern == " ":
+            continue
+        if kind == "Prepend" and step.get("prepend") == _SPM_SPACE:
+            prefix = True
+        elif kind == "Metaspace" and step.get("replacement") == _SPM_SPACE:
+            scheme = step.get("prepend_scheme", "always")
+            if step.get("split", False) or scheme not in ("first", "never"):
+                raise SourceError(
+                    f"{path}: a splitting or always-prepending Metaspace step is "
+                    "not reproduced by llama.cpp's SentencePiece tokenizer"
+                )
+            prefix = scheme == "first"
+        else:
+            raise SourceError(
+                f"{path} has a {kind} step llama.cpp's SentencePiece tokenizer does not do"
+            )
+    return prefix
+
+
+def _steps(section: dict[str, Any] | None, key: str) -> list[dict[str, Any]]:
+    if not section:
+        return []
+    if section.get("type") == "Sequence":
+        return [s for step in section.get(key, []) for s in _steps(step, key)]
+    return [section]
 
 
 def _spm_vocab(path: Path, vocab_size: int) -> _Vocab:

@@ -64,6 +64,11 @@ class Architecture:
         return int(self.hparam("head_dim", default=self.hparam("hidden_size") // self.n_head))
 
     @property
+    def rope_dims(self) -> int:
+        """Dimensions of each head that RoPE rotates: all of them unless a subclass says less."""
+        return self.head_dim
+
+    @property
     def tied_embeddings(self) -> bool:
         """Tied when config says so, or when the checkpoint simply has no lm_head."""
         return bool(self.config.get("tie_word_embeddings")) or "lm_head.weight" not in (
@@ -93,7 +98,7 @@ class Architecture:
         writer.add_value_length(self.head_dim)
         writer.add_layer_norm_rms_eps(float(self.hparam("rms_norm_eps")))
         writer.add_rope_freq_base(float(self.rope_parameters()["rope_theta"]))
-        writer.add_rope_dimension_count(self.head_dim)
+        writer.add_rope_dimension_count(self.rope_dims)
         writer.add_vocab_size(self.vocab_size)
         self.add_rope_scaling(writer)
 
