@@ -13,6 +13,7 @@ which fits neither a context shared by several customers nor a replaced model fi
 import contextlib
 import ctypes
 import hashlib
+import mmap
 import os
 import queue
 import struct
@@ -72,7 +73,7 @@ class SavedState:
 
     tokens: np.ndarray  # int32, the tokens evaluated into the cells
     prompt_len: int  # tokens of the prompt; the rest were the reply generated after it
-    data: bytes | bytearray  # llama_state_seq_get_data's bytes
+    data: bytes | bytearray | memoryview  # llama_state_seq_get_data's bytes (or a mapped file)
 
 
 @dataclass(frozen=True)
@@ -270,17 +271,18 @@ class KVCache:
         return header[0] if header else None
 
     def _read(self, path: Path) -> SavedState | None:
+        """A state from its file, mapped rather than copied: the restore reads the page cache."""
         try:
             with path.open("rb") as handle:
                 header = self._read_header(handle)
                 if header is None:
                     return None
-                data = bytearray(os.fstat(handle.fileno()).st_size - handle.tell())
-                if not data or handle.readinto(data) != len(data):
-                    return None
-        except OSError:  # evicted by another process meanwhile
+                offset = handle.tell()
+                mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_COPY)
+        except (OSError, ValueError):  # evicted by another process meanwhile, or empty
             return None
-        return SavedState(header[0], header[1], data)
+        data = memoryview(mapped)[offset:]  # valid even if the file is deleted now
+        return SavedState(header[0], header[1], data) if len(data) else None
 
     def _write_loop(self) -> None:
         while True:
@@ -359,7 +361,10 @@ def write_sequence(ctx: llama_cpp.llama_context_p, seq_id: int, hit: CacheHit) -
     llama_cpp.llama_memory_seq_rm(memory, seq_id, 0, -1)
     data = hit.state.data
     array = ctypes.c_uint8 * len(data)
-    src = array.from_buffer(data) if isinstance(data, bytearray) else array.from_buffer_copy(data)
+    try:
+        src = array.from_buffer(data)  # a bytearray or a mapped file: no copy
+    except TypeError:  # read-only bytes
+        src = array.from_buffer_copy(data)
     loaded = llama_cpp.llama_state_seq_set_data(ctx, src, len(data), seq_id)
     del src  # release the bytearray's export
     if loaded == 0:
