@@ -77,10 +77,11 @@ def test_imatrix_enables_types_that_need_it(f32_gguf, tmp_path):
 def test_wrong_imatrix_size_is_a_clear_error(f32_gguf, tmp_path):
     imatrix = _imatrix(f32_gguf)
     imatrix["blk.0.attn_q.weight"] = imatrix["blk.0.attn_q.weight"][:10]
-    out = tmp_path / "bad.gguf"
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
     with pytest.raises(QuantizationError, match="imatrix size 10 is different"):
-        quantize_gguf(f32_gguf, out, "Q4_K_M", imatrix=imatrix)
-    assert list(tmp_path.iterdir()) == []
+        quantize_gguf(f32_gguf, out_dir / "bad.gguf", "Q4_K_M", imatrix=imatrix)
+    assert list(out_dir.iterdir()) == []
 
 
 def test_non_finite_imatrix_is_refused(f32_gguf, tmp_path):
