@@ -17,6 +17,7 @@ _MEASUREMENTS = pytest.StashKey[list[str]]()
 def isolated_data_dir(tmp_path, monkeypatch):
     """Point the chatbot's data folder at a temp dir so no test touches the user's database."""
     monkeypatch.setenv("CHATBOT_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("CHATBOT_KV_DIR", str(tmp_path / "kv"))  # saved KV states
     # No user config file leaks into a test; tests that want one write it here. It exists
     # (empty): a CHATBOT_CONFIG naming a missing file is an error.
     config = tmp_path / "config.toml"

@@ -29,6 +29,7 @@ from chatbot.engines.offload import OffloadSettings
 from converter.files import atomic_write_bytes
 from converter.paths import cache_dir
 
+KV_ENV = "CHATBOT_KV_DIR"
 RAM_BYTES = 256 * 2**20  # SmolLM2 holds 23 KB a token: about 11,000 tokens of conversations
 DISK_BYTES = 2 * 2**30
 MIN_TOKENS = 16  # a shorter prefix is cheaper to evaluate than to copy back
@@ -45,8 +46,10 @@ def open_cache(model_path: Path, offload: OffloadSettings | None = None) -> "KVC
 
 
 def default_folder() -> Path:
-    """The KV folder inside the cache folder (CHATBOT_CACHE_DIR or the user cache)."""
-    return cache_dir() / "kv"
+    """$CHATBOT_KV_DIR, else the KV folder inside the cache folder (CHATBOT_CACHE_DIR or the
+    user cache): tests keep their states apart from the user's without moving the models."""
+    override = os.environ.get(KV_ENV)
+    return Path(override) if override else cache_dir() / "kv"
 
 
 def model_key(model_path: Path, variant: str = "") -> str:

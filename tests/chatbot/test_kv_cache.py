@@ -168,7 +168,7 @@ def test_ask_conversation_in_a_new_process_reuses_the_saved_state(tiny_gguf, tmp
     conversation = str(turn1["conversation_id"])
     turn2 = ask(tiny_gguf, tmp_path, "It is order 48213.", "--conversation", conversation)
     assert turn2["cached_tokens"] >= turn1["prompt_tokens"]
-    saved = files(tmp_path / "cache" / "kv")
+    saved = files(tmp_path / "kv")  # CHATBOT_KV_DIR (tests/conftest.py)
     assert saved and all(p.stat().st_mode & 0o777 == 0o600 for p in saved)
 
 
