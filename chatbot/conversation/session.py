@@ -8,9 +8,7 @@ log. Earlier turns always render to the same text (user messages as the model sa
 exactly as generated), so the engine's KV cache for them stays valid.
 """
 
-import re
 import time
-import unicodedata
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from typing import assert_never
@@ -25,6 +23,7 @@ from chatbot.conversation.policy import (
     TurnPolicy,
 )
 from chatbot.conversation.repetition import RepetitionGuard
+from chatbot.conversation.text import clean_text, title_from  # re-exported: used as session.*
 from chatbot.engines.base import (
     ChatMessage,
     Engine,
@@ -37,15 +36,9 @@ from chatbot.errors import ChatbotError
 from chatbot.store.records import Message, TurnRecord
 from chatbot.store.store import Store
 
-TITLE_CHARS = 60
 # When the history must be cut, cut down to this share of the prompt budget, so the next few
 # turns keep the same first message and reuse the KV cache instead of shifting every turn.
 REFILL_SHARE = 0.7
-_ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b[@-_]")
-# A byte that is not UTF-8 reaches Python as a lone surrogate (argv and the environment are
-# decoded with surrogateescape); SQLite cannot store one, so it becomes U+FFFD.
-_SURROGATE = re.compile("[\ud800-\udfff]")
-REPLACEMENT = "\ufffd"
 
 
 @dataclass(frozen=True)
@@ -75,22 +68,6 @@ class TurnResult:
     band: str | None = None  # what the FAQ bot did (chatbot.store.migrations 0007)
     clarify: tuple[Choice, ...] = ()  # the entries an ask-back offers
     quoted: str | None = None  # why the article's text is the answer, not the model's reply
-
-
-def clean_text(text: str) -> str:
-    """The message as saved: no terminal escapes or control characters except newline and tab,
-    and each byte that was not UTF-8 shown as U+FFFD (not dropped: the reader sees where it was).
-    The one rule for typed text: the CLI applies it to every free-text option too."""
-    text = _ANSI.sub("", text).replace("\r\n", "\n").replace("\r", "\n")
-    text = _SURROGATE.sub(REPLACEMENT, text)
-    text = "".join(ch for ch in text if ch in "\n\t" or unicodedata.category(ch) != "Cc")
-    return text.strip()
-
-
-def title_from(text: str) -> str:
-    """A conversation title from its first message: the first line, shortened."""
-    first = text.strip().splitlines()[0].strip() if text.strip() else ""
-    return first if len(first) <= TITLE_CHARS else first[: TITLE_CHARS - 1].rstrip() + "…"
 
 
 class Session:

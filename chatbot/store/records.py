@@ -5,6 +5,12 @@ neither imports the other.
 """
 
 from dataclasses import dataclass
+from datetime import UTC, datetime
+
+
+def now() -> str:
+    """UTC timestamp, sortable as text (every table's created_at and the like)."""
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 @dataclass(frozen=True)

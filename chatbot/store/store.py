@@ -1,5 +1,6 @@
 """Conversations, messages and the per-turn latency log in SQLite; every SQL statement of the
-store lives here, except the schema (chatbot.store.migrations).
+store lives here, except the schema (chatbot.store.migrations) and what the FAQ bot's replies
+came to (chatbot.store.faq_rows, a part of `Store`).
 
 WAL with synchronous=NORMAL keeps a commit to tens of microseconds (no fsync per commit) and
 lets readers run while another process writes; a busy timeout makes a second writer wait
@@ -7,6 +8,7 @@ instead of failing at once. The schema grows through named migrations, each appl
 order, in its own transaction.
 """
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -14,21 +16,22 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlite_utils import Database
 
 from chatbot.errors import StoreError
 from chatbot.paths import default_db_path, private_dir, private_file
+from chatbot.store.faq_rows import FaqRows
 from chatbot.store.migrations import migrations
-from chatbot.store.records import (
+from chatbot.store.records import (  # now: the timestamps every table keeps
     Conversation,
     ConversationSettings,
     FaqCounts,
     Handoff,
     Message,
     TurnRecord,
+    now,
 )
 from chatbot.store.stats import ModelStats, model_stats
 
@@ -48,11 +51,6 @@ DEFAULT_TITLE = "New conversation"
 BUSY_TIMEOUT_S = 5.0
 
 
-def now() -> str:
-    """UTC timestamp, sortable as text."""
-    return datetime.now(UTC).isoformat(timespec="microseconds")
-
-
 def fts_query(text: str) -> str | None:
     """User text as an FTS5 prefix query over its words; FTS syntax can never leak through."""
     words = re.findall(r"\w+", text)
@@ -64,7 +62,7 @@ def _like_pattern(text: str) -> str:
     return f"%{escaped}%"
 
 
-class Store:
+class Store(FaqRows):
     """The chat database. Thread-safe: the app's UI and worker threads share one Store."""
 
     def __init__(self, path: str | Path | None = None, *, busy_timeout_s: float = BUSY_TIMEOUT_S):
@@ -305,39 +303,7 @@ class Store:
             self.db.execute(
                 "UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id]
             )
-        return _message({**row, "id": mid, "outcome": None, "choice": None})
-
-    def record_outcome(self, message_id: int, outcome: str, choice: str | None = None) -> None:
-        """What became of an ask-back or a hand-off (see migration 0005). A hand-off the
-        customer declined is marked resolved: nobody needs to act on it."""
-        with self._write("record what came of a reply"):
-            self.db.execute(
-                "UPDATE messages SET outcome = ?, choice = ? WHERE id = ?",
-                [outcome, choice, message_id],
-            )
-            if outcome == "declined":
-                self.db.execute(
-                    "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
-                    "WHERE id = ? AND handoff = 1",
-                    [now(), message_id],
-                )
-
-    def faq_counts(self) -> FaqCounts:
-        """Answers, ask-backs by outcome, and hand-offs, over every saved reply."""
-        sql = """
-            SELECT
-              SUM(band = 'answer'), SUM(band = 'answer' AND quoted IS NOT NULL),
-              SUM(band = 'ask_back'),
-              SUM(band = 'ask_back' AND outcome = 'picked'),
-              SUM(band = 'ask_back' AND outcome = 'declined'),
-              SUM(band = 'ask_back' AND outcome = 'handoff'),
-              SUM(band = 'ask_back' AND outcome = 'new_question'),
-              SUM(band = 'ask_back' AND outcome IS NULL),
-              SUM(handoff = 1), SUM(handoff = 1 AND outcome = 'declined')
-            FROM messages WHERE role = 'assistant'"""
-        with self._guard("count the FAQ bot's replies"):
-            row = self.db.execute(sql).fetchone()
-        return FaqCounts(*(value or 0 for value in row))
+        return _message({**row, "id": mid})
 
     # Latency log
 
@@ -424,22 +390,11 @@ def _token_hash(token: str) -> str:
 
 
 def _message(row: dict) -> Message:
-    return Message(
-        id=row["id"],
-        conversation_id=row["conversation_id"],
-        role=row["role"],
-        content=row["content"],
-        created_at=row["created_at"],
-        stopped=bool(row["stopped"]),
-        sources=tuple(json.loads(row["sources"] or "[]")),
-        handoff=bool(row["handoff"]),
-        prompt_content=row["prompt_content"],
-        unsupported=tuple(json.loads(row["unsupported"] or "[]")),
-        band=row.get("band"),
-        choices=tuple(json.loads(row.get("choices") or "[]")),
-        outcome=row.get("outcome"),
-        choice=row.get("choice"),
-        quoted=row.get("quoted"),
-        generated=row.get("generated"),
-        replaced_at=row.get("replaced_at"),
-    )
+    """A messages row as a Message: JSON lists as tuples, 0/1 as booleans."""
+    values = {name: row.get(name) for name in _MESSAGE_FIELDS}
+    for name in ("sources", "unsupported", "choices"):
+        values[name] = tuple(json.loads(row.get(name) or "[]"))
+    return Message(**{**values, "stopped": bool(row["stopped"]), "handoff": bool(row["handoff"])})
+
+
+_MESSAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Message))
