@@ -84,6 +84,29 @@ def ensure_gemma_checkpoint() -> Path:
     return _ensure(target, ("config.json", "model.safetensors", *_TOKENIZER_FILES), _build_model)
 
 
+def ensure_gemma_gguf(quant: str) -> Path:
+    """Gemma 3 270M converted by the project's converter at `quant` (the importance matrix on
+    by default below 8 bits), kept in the model cache beside the checkpoint."""
+    path = models_dir() / f"{NAME}-{quant}.gguf"
+    if path.is_file():
+        return path
+    checkpoint = ensure_gemma_checkpoint()
+    with _lock(path):
+        if not path.is_file():
+            from converter.options import ConvertOptions
+            from converter.pipeline import convert
+
+            _say(f"converting {NAME} to {quant} GGUF: {path}")
+            report = report_path(quant)
+            convert(checkpoint, path, ConvertOptions(quant=quant, report_path=report))
+    return path
+
+
+def report_path(quant: str) -> Path:
+    """The conversion report (JSON) kept beside the cached GGUF at `quant`."""
+    return models_dir() / f"{NAME}-{quant}.report.json"
+
+
 def _ensure(target: Path, required: tuple[str, ...], build) -> Path:
     def complete() -> bool:
         return all((target / name).is_file() for name in required)

@@ -19,7 +19,7 @@ from typing import Any
 from converter.paths import cache_dir
 from tests.tiny_tokenizers import build_bpe_tokenizer, build_spm_tokenizer
 
-BUILD_VERSION = "v1"
+BUILD_VERSION = "v1"  # bump when a model or tokenizer changes
 _COMMON: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -136,7 +136,9 @@ PHI3_TEMPLATE = (
 
 def _phi3_tokenizer(dest: Path) -> int:
     """A Llama-style SentencePiece BPE (Phi-3 uses Llama 2's) with Phi-3's chat tokens and
-    template. llama.cpp looks <|endoftext|> up by name in any model named like Phi-3."""
+    template. As in Phi-3's own tokenizer, the markers swallow the whitespace after them
+    (rstrip), which llama.cpp does for any model named like Phi-3, looking <|endoftext|> up
+    by name (the one marker without it)."""
     size = build_spm_tokenizer(dest)
     path = dest / "tokenizer_config.json"
     config = json.loads(path.read_text(encoding="utf-8"))
@@ -144,6 +146,8 @@ def _phi3_tokenizer(dest: Path) -> int:
         config["added_tokens_decoder"][str(size + i)] = {
             "content": text, "special": True, "normalized": False,
         }  # fmt: skip
+    for entry in config["added_tokens_decoder"].values():
+        entry["rstrip"] = entry["content"] != "<|endoftext|>"
     config["chat_template"] = PHI3_TEMPLATE
     config["eos_token"] = "<|endoftext|>"
     path.write_text(json.dumps(config, indent=2), encoding="utf-8")

@@ -43,6 +43,12 @@ def supported() -> list[str]:
     return sorted(_REGISTRY)
 
 
+def prunable() -> list[str]:
+    """The HF architecture names converter.optimize.prune can prune (its own output aside)."""
+    _import_all()
+    return [n for n in supported() if _REGISTRY[n].prunable and not n.startswith("Pruned")]
+
+
 def architecture_for(checkpoint: "Checkpoint") -> "Architecture":
     """The writer for this checkpoint, or a SourceError listing what is supported."""
     name = checkpoint.architecture

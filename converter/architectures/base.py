@@ -27,6 +27,8 @@ class Architecture:
     """Writes one HF architecture as GGUF; registered by HF class name in `architectures`."""
 
     gguf_arch: ClassVar[gguf.MODEL_ARCH]
+    # converter.optimize.prune rewrites Llama-style blocks; others refuse --prune options.
+    prunable: ClassVar[bool] = True
 
     def __init__(self, checkpoint: Checkpoint) -> None:
         self.checkpoint = checkpoint

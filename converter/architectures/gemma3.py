@@ -42,6 +42,7 @@ class Gemma3(Architecture):
     """Gemma 3 270M and 1B, and the text half of the larger (multimodal) ones."""
 
     gguf_arch = gguf.MODEL_ARCH.GEMMA3
+    prunable = False
 
     def __init__(self, checkpoint) -> None:
         super().__init__(checkpoint)

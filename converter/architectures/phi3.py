@@ -23,6 +23,7 @@ class Phi3(Architecture):
     """Microsoft's Phi-3 family (dense)."""
 
     gguf_arch = gguf.MODEL_ARCH.PHI3
+    prunable = False
 
     @property
     def rope_dims(self) -> int:

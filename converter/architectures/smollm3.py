@@ -19,6 +19,7 @@ class SmolLM3(Llama):
     """Hugging Face's SmolLM3 (3B)."""
 
     gguf_arch = gguf.MODEL_ARCH.SMOLLM3
+    prunable = False
 
     def __init__(self, checkpoint) -> None:
         super().__init__(checkpoint)

@@ -74,6 +74,8 @@ def optimize(
     """Calibrate, then prune and heal as asked; the importance matrix of the final model."""
     from converter.optimize.calibrate import calibrate, read_calibration_text, token_windows
 
+    if options.prunes:
+        check_prunable(checkpoint)
     run = _Run(options, imatrix, progress, timings, say)
     text = read_calibration_text(options.calibration)
     with timings.step("calibrate"):
@@ -90,6 +92,18 @@ def optimize(
     written = gguf_names(pruned.imatrix, pruned.checkpoint) if pruned.imatrix else None
     unpruned = gguf_names(stats.imatrix, checkpoint) if imatrix else None
     return Optimized(pruned.checkpoint, written, unpruned, record)
+
+
+def check_prunable(checkpoint: "Checkpoint") -> None:
+    """Pruning rewrites Llama-style blocks; other layouts are refused before any work."""
+    from converter.architectures import architecture_for, prunable
+
+    if not architecture_for(checkpoint).prunable:
+        able = prunable()
+        raise ConverterError(
+            f"pruning does not support {checkpoint.architecture} (only {', '.join(able)}); "
+            "convert it without the --prune options"
+        )
 
 
 def spread(windows: list, count: int) -> list:
