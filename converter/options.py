@@ -8,10 +8,14 @@ against the checkpoint's config.json (before the first weight is read). The step
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from converter.errors import ConverterError
 from converter.gguf_keys import CHAT_CTX
 from converter.paths import DEFAULT_QUANT
+
+if TYPE_CHECKING:
+    from converter.mix import MixTarget
 
 HIGH_PRECISION = frozenset({"F32", "F16", "BF16", "Q8_0"})  # no importance matrix needed
 MAX_PRUNE = 0.9  # --prune: beyond this nothing of the model is left to heal
@@ -65,11 +69,20 @@ class ConvertOptions:
     quantize: QuantizeOptions = field(default_factory=QuantizeOptions)
     optimize: OptimizeOptions = field(default_factory=OptimizeOptions)
     offload: OffloadOptions | None = None
+    mix: "MixTarget | None" = None  # --target-size / --target-bpw (converter.mix)
+    fastest_within: float | None = None  # --fastest-within PCT (converter.fastest)
 
     @property
     def wants_imatrix(self) -> bool:
-        """On by default when quantizing below 8 bits; --no-imatrix turns it off."""
-        return self.quantize.use_imatrix and self.quant.upper() not in HIGH_PRECISION
+        """On by default when quantizing below 8 bits (mixes and --fastest-within included);
+        --no-imatrix turns it off."""
+        low = self.quant.upper() not in HIGH_PRECISION or self.chooses_types
+        return self.quantize.use_imatrix and low
+
+    @property
+    def chooses_types(self) -> bool:
+        """Whether the converter picks the types itself (a mix, or the fastest candidate)."""
+        return self.mix is not None or self.fastest_within is not None
 
     @property
     def needs_torch(self) -> bool:
@@ -85,7 +98,21 @@ def check_options(options: ConvertOptions, *, imatrix_possible: bool = True) -> 
     if options.offload is not None:
         check_ctx(options.offload.ctx)
     _check_pruning(options.optimize)
+    _check_choice(options)
     return quant
+
+
+def _check_choice(options: ConvertOptions) -> None:
+    """--target-size / --target-bpw / --fastest-within: one at a time, each with a sane figure."""
+    if options.mix is not None and options.fastest_within is not None:
+        raise ConverterError("--fastest-within picks the types itself: leave out --target-size")
+    pct = options.fastest_within
+    if pct is not None and not (0 < pct < float("inf")):
+        raise ConverterError(f"--fastest-within {pct}: give a positive percentage, e.g. 5")
+    if options.mix is not None and options.mix.bpw is not None:
+        from converter.mix import check_bpw
+
+        check_bpw(options.mix.bpw)
 
 
 def _check_pruning(opt: OptimizeOptions) -> None:

@@ -20,12 +20,14 @@ from converter.info import tensor_types_by_name
 from converter.options import ConvertOptions, OptimizeOptions, check_for_model, check_options
 from converter.report import Change, Evaluation, Report, Timings, types_by_kind
 from converter.source import Source, resolve_source
-from converter.write import Written, prepare, write_output
+from converter.write import Prepared, Written, prepare, write_output
 
 if TYPE_CHECKING:  # torch-backed: imported when a checkpoint is loaded, not for input errors
     from converter.checkpoint import Checkpoint
+    from converter.fastest import FastestChoice
+    from converter.mix import MixPlan
     from converter.offload import OffloadPlan
-    from converter.optimize.run import Optimized
+    from converter.optimize.run import Imatrix, Optimized
 
 Say = Callable[[str], None]
 
@@ -69,6 +71,7 @@ def convert(
         checkpoint = Checkpoint.open(src.path, allow_pickle=options.allow_pickle)
         validate(checkpoint)
         check_for_model(options.optimize, checkpoint.config)
+        _check_budget(checkpoint, src, options)
     job = _Job(src, checkpoint, output, quant, options)
     return _run(job, timings, say or (lambda _line: None))
 
@@ -94,13 +97,57 @@ def _run(job: _Job, timings: Timings, say: Say) -> ConversionResult:
     imatrix = optimized.imatrix if optimized else None
     with timings.step("prepare"):
         prepared = prepare(job.source, checkpoint)
-    written = write_output(prepared, job.output, job.quant, imatrix, job.options, timings)
+    written, choice = _write(job, prepared, imatrix, timings)
     offload = _plan(job, timings)
     evaluation = _evaluate(job, optimized, timings)
-    report = build_report(job, written, timings, optimized, offload, evaluation)
+    report = build_report(job, written, timings, optimized, offload, evaluation, choice)
     if job.options.report_path is not None:
         report.write_json(Path(job.options.report_path))
     return ConversionResult(output=job.output, report=report)
+
+
+@dataclass(frozen=True)
+class _Choice:
+    """How the types were chosen when the converter chose them: a mix, or the fastest file."""
+
+    quant: str  # the label the report shows instead of --quant
+    mix: "MixPlan | None" = None
+    fastest: "FastestChoice | None" = None
+
+
+def _write(
+    job: _Job, prepared: Prepared, imatrix: "Imatrix | None", timings: Timings
+) -> tuple[Written, _Choice | None]:
+    """Write the output: as --quant says, as a planned mix, or the fastest candidate."""
+    options = job.options
+    if options.fastest_within is not None:
+        from converter.fastest import write_fastest
+
+        written, fastest = write_fastest(prepared, job.output, imatrix, options, timings)
+        return written, _Choice(fastest.chosen, fastest=fastest)
+    if options.mix is None:
+        return write_output(prepared, job.output, job.quant, imatrix, options, timings), None
+    from converter.mix import MixPlanner
+    from converter.optimize.calibrate import read_calibration_text
+
+    text = read_calibration_text(options.optimize.calibration)
+    user = options.quantize.tensor_types
+    planner = MixPlanner(options.mix, imatrix, text, user, options.show_progress)
+    # Q8_0 only routes the write through the quantizer: the planner sets every matrix's type.
+    written = write_output(prepared, job.output, "Q8_0", imatrix, options, timings, planner)
+    assert planner.plan is not None
+    return written, _Choice(f"mix ({planner.plan.file_type} mostly)", mix=planner.plan)
+
+
+def _check_budget(checkpoint: "Checkpoint", source: Source, options: ConvertOptions) -> None:
+    """A --target-size or --target-bpw no file could meet is refused before calibrating
+    (a pruned model is smaller: then only the exact check after writing applies)."""
+    if options.mix is None or options.optimize.prunes:
+        return
+    from converter.mix import check_before_writing
+
+    specs = prepare(source, checkpoint).tensors
+    check_before_writing(specs, options.mix, options.quantize.tensor_types)
 
 
 def _optimize(job: _Job, timings: Timings, say: Say) -> "Optimized | None":
@@ -156,6 +203,7 @@ def build_report(
     optimized: "Optimized | None",
     offload: "OffloadPlan | None",
     evaluation: Evaluation | None,
+    choice: _Choice | None = None,
 ) -> Report:
     """The report, once, from what each step returned."""
     types = tensor_types_by_name(job.output)
@@ -173,7 +221,7 @@ def build_report(
         architecture=job.checkpoint.architecture,
         gguf_architecture=written.prepared.architecture.gguf_arch_name,
         output=str(job.output),
-        quant=job.quant,
+        quant=choice.quant if choice else job.quant,
         tensor_count=len(types),
         parameter_count=parameter_count,
         types_by_kind=types_by_kind(types),
@@ -184,6 +232,8 @@ def build_report(
         optimization=optimized.record if optimized else None,
         parameters=parameters,
         evaluation=evaluation,
+        mix=choice.mix if choice else None,
+        fastest=choice.fastest if choice else None,
     )
 
 

@@ -15,6 +15,8 @@ from converter.files import atomic_output
 
 if TYPE_CHECKING:
     from converter.evaluate import EvalResult
+    from converter.fastest import FastestChoice
+    from converter.mix import MixPlan
     from converter.offload import OffloadPlan
     from converter.optimize.prune import LayerPlan
     from converter.vocab import VocabSummary
@@ -96,6 +98,8 @@ class Report:
     optimization: Optimization | None = None
     parameters: Change | None = None  # the whole model's, when the torch steps ran
     evaluation: Evaluation | None = None
+    mix: "MixPlan | None" = None  # --target-size / --target-bpw
+    fastest: "FastestChoice | None" = None  # --fastest-within
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout: the table's fields, then the steps' sections under "extra"."""
@@ -116,6 +120,10 @@ class Report:
             sections["parameters"] = asdict(self.parameters)
         if self.evaluation is not None:
             sections["evaluation"] = asdict(self.evaluation)
+        if self.mix is not None:
+            sections["mix"] = self.mix.record()
+        if self.fastest is not None:
+            sections["fastest"] = self.fastest.record()
         return sections
 
     def write_json(self, path: Path) -> None:
@@ -160,10 +168,16 @@ class Report:
                 )
         if self.offload is not None:
             lines.append(f"  offload plan: {self.offload.summary}")
+        if self.mix is not None:
+            lines.append(f"  mix: {self.mix.summary()}")
+        if self.fastest is not None:
+            lines.append(f"  fastest: {self.fastest.reason}")
         return lines
 
 
-_SECTIONS = frozenset({"vocab", "offload", "optimization", "parameters", "evaluation"})
+_SECTIONS = frozenset(
+    {"vocab", "offload", "optimization", "parameters", "evaluation", "mix", "fastest"}
+)
 
 
 def tensor_kind(name: str) -> str:

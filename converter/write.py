@@ -6,6 +6,7 @@ llama.cpp's quantizer reads and writes the output from, atomically.
 """
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -58,6 +59,10 @@ def prepare(source: Source, checkpoint: "Checkpoint") -> Prepared:
     return Prepared(source, checkpoint, architecture, architecture.tensor_specs())
 
 
+# Given the float GGUF, the file type and per-tensor overrides to quantize it with (a mix).
+Planner = Callable[[Path], tuple[str, list[tuple[str, str]]]]
+
+
 def write_output(
     prepared: Prepared,
     output: Path,
@@ -65,8 +70,10 @@ def write_output(
     imatrix: dict[str, np.ndarray] | None,
     options: ConvertOptions,
     timings: Timings | None = None,
+    planner: Planner | None = None,
 ) -> Written:
-    """Float types are written directly; the others go through a float GGUF and llama.cpp."""
+    """Float types are written directly; the others go through a float GGUF and llama.cpp
+    (with the types `planner` picks from the float file, when given)."""
     timings = timings if timings is not None else Timings()
     if quant in FLOAT_TYPES:
         with timings.step("write"):
@@ -79,8 +86,12 @@ def write_output(
                 prepared, float_path, float_type, options.show_progress, atomic=False
             )
         float_bytes = float_path.stat().st_size
+        tensor_types = list(options.quantize.tensor_types)
+        if planner is not None:
+            with timings.step("mix"):
+                quant, tensor_types = planner(float_path)
         with timings.step("quantize"):
-            _quantize(float_path, output, quant, imatrix, options)
+            _quantize(float_path, output, quant, imatrix, options, tensor_types)
     return Written(prepared, vocab, float_bytes)
 
 
@@ -130,6 +141,7 @@ def _quantize(
     quant: str,
     imatrix: dict[str, np.ndarray] | None,
     options: ConvertOptions,
+    tensor_types: list[tuple[str, str]],
 ) -> None:
     from converter.quantize import quantize_gguf
 
@@ -138,7 +150,7 @@ def _quantize(
         output,
         quant,
         imatrix=imatrix,
-        tensor_types=list(options.quantize.tensor_types),
+        tensor_types=tensor_types,
         threads=options.quantize.threads or os.cpu_count(),
         show_progress=options.show_progress,
     )

@@ -15,7 +15,13 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from converter.cli.optimize_args import add_optimize_arguments, optimize_options, quantize_options
+from converter.cli.optimize_args import (
+    add_optimize_arguments,
+    fastest_within,
+    mix_target,
+    optimize_options,
+    quantize_options,
+)
 from converter.errors import ConverterError
 from converter.gguf_keys import CHAT_CTX
 from converter.options import ConvertOptions, OffloadOptions, check_ctx
@@ -97,6 +103,8 @@ def _run_convert(args: argparse.Namespace) -> int:
         quantize=quantize_options(args),
         optimize=optimize_options(args),
         offload=OffloadOptions(gpu_memory, args.ctx) if gpu_memory is not None else None,
+        mix=mix_target(args),
+        fastest_within=fastest_within(args),
     )
     result = convert(args.source, args.output, options, say=None if args.quiet else print)
     if not args.quiet:

@@ -6,11 +6,14 @@ torch.
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from converter.errors import ConverterError
 from converter.optimize.device import DEVICES
 from converter.options import OptimizeOptions, QuantizeOptions
+
+if TYPE_CHECKING:
+    from converter.mix import MixTarget
 
 # The flags as data: (flag, add_argument keywords).
 OPTIMIZE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
@@ -113,10 +116,75 @@ OPTIMIZE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
 )
 
 
+# Flags that let the converter choose the types (converter.mix, converter.fastest). Read as
+# text and parsed here, so a bad value is one `error:` line like every other bad input.
+CHOICE_FLAGS: tuple[tuple[str, dict[str, Any]], ...] = (
+    (
+        "--target-size",
+        {
+            "metavar": "SIZE",
+            "help": "choose a type per tensor so the file fits SIZE (bytes, or 105MB, 100MiB, "
+            "0.1GB) with the least loss measured on the calibration text; replaces --quant",
+        },
+    ),
+    (
+        "--target-bpw",
+        {
+            "metavar": "BITS",
+            "help": "like --target-size, as bits per weight over every tensor (e.g. 5.5)",
+        },
+    ),
+    (
+        "--fastest-within",
+        {
+            "metavar": "PCT",
+            "help": "build plain types and mixes, measure each (perplexity on a calibration "
+            "hold-out, speed on this machine) and write the fastest within PCT%% of F16's "
+            "perplexity; replaces --quant",
+        },
+    ),
+)
+
+
 def add_optimize_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("calibration, pruning and recovery")
     for flag, options in OPTIMIZE_FLAGS:
         group.add_argument(flag, **options)
+    choice = parser.add_argument_group("types chosen by measurement")
+    for flag, options in CHOICE_FLAGS:
+        choice.add_argument(flag, **options)
+
+
+def mix_target(args: argparse.Namespace) -> "MixTarget | None":
+    """--target-size or --target-bpw as a budget; None when neither is given."""
+    from converter.mix import MixTarget, check_bpw, parse_size
+
+    if args.target_size is not None and args.target_bpw is not None:
+        raise ConverterError("give --target-size or --target-bpw, not both")
+    if args.target_size is not None:
+        return MixTarget(size=parse_size(args.target_size))
+    if args.target_bpw is not None:
+        return MixTarget(bpw=check_bpw(_number(args.target_bpw, "--target-bpw", "4.5")))
+    return None
+
+
+def fastest_within(args: argparse.Namespace) -> float | None:
+    """--fastest-within as a positive percentage; None when not given."""
+    if args.fastest_within is None:
+        return None
+    pct = _number(args.fastest_within, "--fastest-within", "5")
+    if not 0 < pct < float("inf"):
+        raise ConverterError(
+            f"--fastest-within {args.fastest_within}: give a positive percentage, e.g. 5"
+        )
+    return pct
+
+
+def _number(text: str, flag: str, example: str) -> float:
+    try:
+        return float(str(text).rstrip("%"))
+    except ValueError:
+        raise ConverterError(f"{flag} {text!r}: give a number, e.g. {example}") from None
 
 
 def optimize_options(args: argparse.Namespace) -> OptimizeOptions:
