@@ -9,6 +9,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from chatbot.errors import EngineError
+
 ChatMessage = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 
 
@@ -95,3 +97,14 @@ class Engine(Protocol):
     def close(self) -> None:
         """Free the model or connection."""
         ...
+
+
+def room_for_reply(prompt_tokens: int, n_ctx: int) -> int:
+    """Tokens left for the reply in a context of `n_ctx`, or EngineError when none are."""
+    room = n_ctx - prompt_tokens
+    if room <= 0:
+        raise EngineError(
+            f"the prompt takes {prompt_tokens} tokens and the context holds {n_ctx}; "
+            "shorten the message or raise --ctx"
+        )
+    return room

@@ -29,6 +29,7 @@ from chatbot.engines.base import (
     GenerationOptions,
     GenerationStats,
     TextChunk,
+    room_for_reply,
     token_timing,
 )
 from chatbot.engines.kv_cache import KVCache, read_sequence, write_sequence
@@ -116,12 +117,7 @@ class BatchedEngine:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TextChunk | GenerationStats]:
         tokens = self.tokens(messages)
-        room = self.info.n_ctx - len(tokens)
-        if room <= 0:
-            raise EngineError(
-                f"the prompt takes {len(tokens)} tokens and the context holds {self.info.n_ctx}; "
-                "shorten the message or raise --ctx"
-            )
+        room = room_for_reply(len(tokens), self.info.n_ctx)
         hit = self.kv_cache.lookup(tokens) if self.kv_cache is not None else None
         request = Request(tokens, min(options.max_tokens, room), options, hit)
         if should_stop():

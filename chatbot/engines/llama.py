@@ -25,6 +25,7 @@ from chatbot.engines.base import (
     GenerationOptions,
     GenerationStats,
     TextChunk,
+    room_for_reply,
     token_timing,
 )
 from chatbot.engines.kv_cache import KVCache, restore_llama, save_llama
@@ -214,12 +215,7 @@ class LlamaEngine:
         should_stop: Callable[[], bool] = lambda: False,
     ) -> Iterator[TextChunk | GenerationStats]:
         tokens = self.tokens(messages)
-        room = self.info.n_ctx - len(tokens)
-        if room <= 0:
-            raise EngineError(
-                f"the prompt takes {len(tokens)} tokens and the context holds {self.info.n_ctx}; "
-                "shorten the message or raise --ctx"
-            )
+        room = room_for_reply(len(tokens), self.info.n_ctx)
         with self._lock:
             try:
                 yield from self._generate(
