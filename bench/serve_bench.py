@@ -33,22 +33,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import httpx  # noqa: E402
+from chat_bench import QUESTIONS  # noqa: E402  (the same ten-turn conversation)
 
 from chatbot.engines.base import GenerationOptions, GenerationStats  # noqa: E402
 from converter.paths import default_gguf_path  # noqa: E402
 
-QUESTIONS = [
-    "Hi! I ordered a blue kettle last week.",
-    "It has not arrived yet. What can I do?",
-    "The order number is 48213.",
-    "Can you check the delivery status?",
-    "Is there a tracking link?",
-    "What if it is lost?",
-    "How long does a refund take?",
-    "Can I get a replacement instead?",
-    "Will I be charged for shipping again?",
-    "Thanks. Please summarize what we agreed.",
-]
 CUSTOMERS = 4
 START_TIMEOUT_S = 120
 

@@ -73,7 +73,7 @@ class StopSignals:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         if signum == signal.SIGHUP:
             for fd in self._terminal_fds:  # the terminal hung up: writing to it would fail
-                _to_devnull(fd)
+                to_devnull(fd)
         if self.received is not None:
             raise Interrupted(signum)
         self.received = signum
@@ -93,13 +93,14 @@ def write(stream: TextIO, text: str) -> bool:
 def silence(stream: TextIO) -> None:
     """Send `stream` to /dev/null, so later writes and the flush at exit cannot fail."""
     try:
-        _to_devnull(stream.fileno())
+        to_devnull(stream.fileno())
         stream.flush()  # what the failed write left in the buffer goes to /dev/null now
     except (OSError, ValueError):
         pass
 
 
-def _to_devnull(fd: int) -> None:
+def to_devnull(fd: int) -> None:
+    """Point `fd` at /dev/null: a closed terminal's writes then go nowhere instead of failing."""
     null = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(null, fd)

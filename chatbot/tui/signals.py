@@ -16,6 +16,8 @@ from types import FrameType
 
 from textual.app import App
 
+from chatbot.cli.signals import to_devnull
+
 QUIT_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SAVE_WAIT_S = 30.0  # how long a reply may take to stop (one token, or a prompt evaluation)
 _previous_hangup: list[object] = []
@@ -34,7 +36,7 @@ def close_on_signals(app: App) -> None:
 
     def hang_up(signum: int, frame: FrameType | None) -> None:
         for fd in terminal:  # whatever still writes to the terminal must not fail or block
-            _to_devnull(fd)
+            to_devnull(fd)
         if app.panel.stop(wait_s=SAVE_WAIT_S) and app.engine is not None:
             app.engine.close()  # a saved KV state reaches the disk
         os._exit(128 + signum)  # committed to SQLite; nothing left to draw
@@ -52,11 +54,3 @@ def default_signals() -> None:
     if _previous_hangup:
         with contextlib.suppress(ValueError, TypeError):
             signal.signal(signal.SIGHUP, _previous_hangup.pop())
-
-
-def _to_devnull(fd: int) -> None:
-    null = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(null, fd)
-    finally:
-        os.close(null)
