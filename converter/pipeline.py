@@ -24,6 +24,7 @@ from converter.write import Prepared, Written, prepare, write_output
 
 if TYPE_CHECKING:  # torch-backed: imported when a checkpoint is loaded, not for input errors
     from converter.checkpoint import Checkpoint
+    from converter.dominance import PruneCheck
     from converter.fastest import FastestChoice
     from converter.mix import MixPlan
     from converter.offload import OffloadPlan
@@ -100,7 +101,9 @@ def _run(job: _Job, timings: Timings, say: Say) -> ConversionResult:
     written, choice = _write(job, prepared, imatrix, timings)
     offload = _plan(job, timings)
     evaluation = _evaluate(job, optimized, timings)
+    prune_check = _check_pruning(job, optimized, timings)
     report = build_report(job, written, timings, optimized, offload, evaluation, choice)
+    report = replace(report, prune_check=prune_check)
     if job.options.report_path is not None:
         report.write_json(Path(job.options.report_path))
     return ConversionResult(output=job.output, report=report)
@@ -164,6 +167,21 @@ def _optimize(job: _Job, timings: Timings, say: Say) -> "Optimized | None":
         timings=timings,
         say=say,
     )
+
+
+def _check_pruning(
+    job: _Job, optimized: "Optimized | None", timings: Timings
+) -> "PruneCheck | None":
+    """The pruned file against plain types of the unpruned model (converter.dominance)."""
+    if optimized is None or optimized.record.pruning is None:
+        return None
+    from converter.dominance import check_pruned
+    from converter.optimize.calibrate import read_calibration_text
+
+    text = read_calibration_text(job.options.optimize.calibration)
+    with timings.step("prune check"):
+        unpruned = prepare(job.source, job.checkpoint)
+        return check_pruned(job.output, job.quant, unpruned, optimized.unpruned_imatrix, text)
 
 
 def _plan(job: _Job, timings: Timings) -> "OffloadPlan | None":

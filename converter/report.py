@@ -14,6 +14,7 @@ from converter.errors import OutputError
 from converter.files import atomic_output
 
 if TYPE_CHECKING:
+    from converter.dominance import PruneCheck
     from converter.evaluate import EvalResult
     from converter.fastest import FastestChoice
     from converter.mix import MixPlan
@@ -100,6 +101,7 @@ class Report:
     evaluation: Evaluation | None = None
     mix: "MixPlan | None" = None  # --target-size / --target-bpw
     fastest: "FastestChoice | None" = None  # --fastest-within
+    prune_check: "PruneCheck | None" = None  # pruned file against plain unpruned types
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON layout: the table's fields, then the steps' sections under "extra"."""
@@ -124,6 +126,8 @@ class Report:
             sections["mix"] = self.mix.record()
         if self.fastest is not None:
             sections["fastest"] = self.fastest.record()
+        if self.prune_check is not None:
+            sections["prune_check"] = self.prune_check.record()
         return sections
 
     def write_json(self, path: Path) -> None:
@@ -171,12 +175,16 @@ class Report:
         if self.mix is not None:
             lines.append(f"  mix: {self.mix.summary()}")
         if self.fastest is not None:
+            lines += ["  candidates (* on the frontier):", self.fastest.table]
             lines.append(f"  fastest: {self.fastest.reason}")
+        if self.prune_check is not None:
+            lines.append(f"  pruning: {self.prune_check.message}")
         return lines
 
 
 _SECTIONS = frozenset(
     {"vocab", "offload", "optimization", "parameters", "evaluation", "mix", "fastest"}
+    | {"prune_check"}
 )
 
 

@@ -109,6 +109,9 @@ def _run_convert(args: argparse.Namespace) -> int:
     result = convert(args.source, args.output, options, say=None if args.quiet else print)
     if not args.quiet:
         print(result.report.format_table())
+    check = result.report.prune_check
+    if check is not None and check.dominated_by:  # even with -q: the user asked to prune
+        print(f"warning: {check.message}", file=sys.stderr)
     print(result.output)
     return 0
 
