@@ -196,24 +196,25 @@ def _spm_json_space_prefix(tokenizer: dict[str, Any], path: Path) -> bool:
     on " " after that replace finds no space left and changes nothing. Anything else: refused."""
     steps = _steps(tokenizer.get("normalizer"), "normalizers")
     steps += _steps(tokenizer.get("pre_tokenizer"), "pretokenizers")
-    prefix = False
+    prefix = replaced = False
     for step in steps:
         kind = step.get("type")
         pattern = (step.get("pattern") or {}).get("String")
         if kind == "Replace" and pattern == " " and step.get("content") == _SPM_SPACE:
+            replaced = True
+        elif kind == "Split" and pattern == " " and replaced:
             continue
-        if kind == "Split" and pattern == " ":
-            continue
-        if kind == "Prepend" and step.get("prepend") == _SPM_SPACE:
+        elif kind == "Prepend" and step.get("prepend") == _SPM_SPACE:
             prefix = True
         elif kind == "Metaspace" and step.get("replacement") == _SPM_SPACE:
-            scheme = step.get("prepend_scheme", "always")
-            if step.get("split", False) or scheme not in ("first", "never"):
+            if step.get("split", True):
                 raise SourceError(
-                    f"{path}: a splitting or always-prepending Metaspace step is "
-                    "not reproduced by llama.cpp's SentencePiece tokenizer"
+                    f"{path}: a splitting Metaspace step is not reproduced by llama.cpp's "
+                    "SentencePiece tokenizer"
                 )
-            prefix = scheme == "first"
+            # llama.cpp also puts the space after each special token (Llama 2's legacy
+            # behaviour), which transformers 5 does not: only text right after one differs.
+            prefix = step.get("prepend_scheme", "always") != "never"
         else:
             raise SourceError(
                 f"{path} has a {kind} step llama.cpp's SentencePiece tokenizer does not do"

@@ -268,3 +268,25 @@ def test_multimodal_gemma3_converts_text_only_with_a_note(tmp_path, caplog, monk
     assert len(notes) == 1 and "vision tower and projector are left out" in notes[0]
     names = {t.name for t in gguf.GGUFReader(out).tensors}
     assert "blk.5.post_ffw_norm.weight" in names and not any("v." in n[:2] for n in names)
+
+
+def test_sentencepiece_tokenizer_json_with_space_prefix(tmp_path):
+    """A Llama-2-style tokenizer saved by transformers as tokenizer.json alone (a Metaspace that
+    prepends a space) is written as SentencePiece with add_space_prefix; plain text tokenizes
+    as in transformers. Not covered, and known to differ: right after a special token llama.cpp
+    adds that space too (transformers 5 does not), and a run of spaces at the very start.
+    Gemma 3's tokenizer.json prepends nothing."""
+    from transformers import AutoTokenizer
+
+    from tests.converter.test_vocab import load_vocab, write_vocab_gguf
+    from tests.tiny_tokenizers import build_spm_tokenizer
+
+    size = build_spm_tokenizer(tmp_path / "spm")
+    AutoTokenizer.from_pretrained(tmp_path / "spm").save_pretrained(tmp_path / "json")
+    assert not (tmp_path / "json" / "tokenizer.model").exists()
+    summary = write_vocab_gguf(tmp_path / "vocab.gguf", tmp_path / "json", size)
+    assert (summary.model, summary.add_bos) == ("llama", True)
+    llm, hf = load_vocab(tmp_path / "vocab.gguf"), AutoTokenizer.from_pretrained(tmp_path / "json")
+    for text in (VARIED_TEXT, "Hi there"):
+        assert llm.tokenize(text.encode(), add_bos=True, special=False) == hf(text).input_ids
+    assert keys(tmp_path / "vocab.gguf")["tokenizer.ggml.add_space_prefix"] is True

@@ -201,8 +201,8 @@ def test_unknown_pretokenizer_is_a_source_error(bpe_gguf, tmp_path):
                 "pre_tokenizer": {"type": "Metaspace", "replacement": "\u2581"},
                 "decoder": {"type": "Metaspace", "replacement": "\u2581"},
             },
-            # SentencePiece-style (a Metaspace), but one that splits and always prepends.
-            "splitting or always-prepending Metaspace",
+            # SentencePiece-style (a Metaspace), but one that splits at spaces.
+            "splitting Metaspace",
         ),
         ({"added_tokens": [{"id": 3, "special": True}]}, "malformed tokenizer files"),
     ],
