@@ -162,7 +162,7 @@ def calibration_slice(tokens: evaluate.TokenizedText, count: int, ctx: int, part
     """`count` windows of `ctx` tokens from the calibration text's 512-token windows that the
     importance matrix does not read (quantizing alone reads an evenly spread 24): the free
     windows alternate between the probes (part 0) and the hold-out (part 1)."""
-    from converter.optimize.run import IMATRIX_ONLY_WINDOWS, spread
+    from converter.optimize.calibrate import IMATRIX_ONLY_WINDOWS, spread
 
     windows = evaluate.token_windows(tokens, CALIBRATION_WINDOW)
     used = set(spread(list(range(len(windows))), IMATRIX_ONLY_WINDOWS))

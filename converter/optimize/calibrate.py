@@ -24,6 +24,10 @@ DEFAULT_CALIBRATION = PROJECT_DATA / "calibration"
 DEFAULT_CALIBRATION_FILE = DEFAULT_CALIBRATION / "calibration.txt"
 MIN_TOKENS = 128  # fewer tokens give statistics too noisy to rank layers or neurons by
 WINDOW = 512
+# Quantizing alone needs only the importance matrix, and 24 windows (12k tokens) spread over
+# the calibration text give it (like llama-imatrix --chunks): perplexity within noise of the
+# whole 53k-token corpus, in a quarter of the time. Pruning, the refit and healing use it all.
+IMATRIX_ONLY_WINDOWS = 24
 
 
 @dataclass
@@ -172,3 +176,10 @@ def gguf_imatrix(imatrix: dict[str, np.ndarray], architecture) -> dict[str, np.n
         elif (name := architecture.gguf_name(hf_name + ".weight")) is not None:
             out[name] = values
     return out
+
+
+def spread(windows: list, count: int) -> list:
+    """At most `count` windows, evenly spaced, so that every calibration file is represented."""
+    if len(windows) <= count:
+        return windows
+    return [windows[i * len(windows) // count] for i in range(count)]

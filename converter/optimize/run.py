@@ -23,11 +23,6 @@ if TYPE_CHECKING:
     from converter.checkpoint import Checkpoint
     from converter.optimize.calibrate import CalibrationStats
 
-# Quantizing alone needs only the importance matrix, and 24 windows (12k tokens) spread over
-# the calibration text give it (like llama-imatrix --chunks): perplexity within noise of the
-# whole 53k-token corpus, in a quarter of the time. Pruning, the refit and healing use it all.
-IMATRIX_ONLY_WINDOWS = 24
-
 Say = Callable[[str], None]
 Imatrix = dict[str, "np.ndarray"]
 
@@ -72,7 +67,13 @@ def optimize(
     say: Say,
 ) -> Optimized:
     """Calibrate, then prune and heal as asked; the importance matrix of the final model."""
-    from converter.optimize.calibrate import calibrate, read_calibration_text, token_windows
+    from converter.optimize.calibrate import (
+        IMATRIX_ONLY_WINDOWS,
+        calibrate,
+        read_calibration_text,
+        spread,
+        token_windows,
+    )
 
     if options.prunes:
         check_prunable(checkpoint)
@@ -104,13 +105,6 @@ def check_prunable(checkpoint: "Checkpoint") -> None:
             f"pruning does not support {checkpoint.architecture} (only {', '.join(able)}); "
             "convert it without the --prune options"
         )
-
-
-def spread(windows: list, count: int) -> list:
-    """At most `count` windows, evenly spaced, so that every calibration file is represented."""
-    if len(windows) <= count:
-        return windows
-    return [windows[i * len(windows) // count] for i in range(count)]
 
 
 def gguf_names(imatrix: Imatrix, checkpoint: "Checkpoint") -> Imatrix:

@@ -8,7 +8,7 @@ import pytest
 
 from converter.errors import QuantizationError
 from converter.info import tensor_types_by_name
-from converter.optimize.run import spread
+from converter.optimize.calibrate import spread
 from converter.options import ConvertOptions
 from converter.pipeline import convert
 from converter.quantize import QUANT_TYPES, check_quant, quantize_gguf
