@@ -23,7 +23,7 @@ import numpy as np
 from converter import evaluate, frontier
 from converter.files import atomic_output, temporary_dir
 from converter.frontier import Row
-from converter.report import Timings
+from converter.timings import Timings
 
 if TYPE_CHECKING:
     from converter.options import ConvertOptions

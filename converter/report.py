@@ -2,16 +2,14 @@
 
 import json
 import re
-import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from converter.errors import OutputError
 from converter.files import atomic_output
+from converter.timings import Timings  # noqa: F401  (re-exported: the report's steps)
 
 if TYPE_CHECKING:
     from converter.dominance import PruneCheck
@@ -23,18 +21,6 @@ if TYPE_CHECKING:
     from converter.vocab import VocabSummary
 
 _BLOCK = re.compile(r"^blk\.\d+\.")
-
-
-class Timings(dict[str, float]):
-    """Seconds per named step, in the order the steps ran."""
-
-    @contextmanager
-    def step(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self[name] = round(self.get(name, 0.0) + time.perf_counter() - start, 3)
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,8 @@ import numpy as np
 from converter.files import temporary_path
 from converter.gguf_out import FLOAT_TYPES, TensorSpec, write_gguf
 from converter.options import ConvertOptions
-from converter.report import Timings
 from converter.source import Source
+from converter.timings import Timings
 
 if TYPE_CHECKING:  # torch-backed
     from converter.architectures.base import Architecture
