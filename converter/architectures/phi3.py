@@ -4,8 +4,9 @@ The checkpoint's fused projections are written as they are, which is what llama.
 expects: `qkv_proj` (Q, K then V rows) as attn_qkv, and `gate_up_proj` (gate rows, then up) as
 a double-width ffn_up that llama.cpp splits in the same order for SwiGLU. NEOX RoPE on both
 sides, over the first partial_rotary_factor of each head (Phi-4-mini rotates 3/4). LongRoPE
-becomes two factor tensors (llama.cpp picks the long ones when the context exceeds the original
-one, as transformers does past that length) and the attention factor key.
+becomes two factor tensors and the attention factor key. llama.cpp picks the long factors when
+the context (n_ctx) exceeds the original one, transformers when the sequence does: the two agree
+while n_ctx is at most the original context (Phi-3.5: 4096, the chatbot's default).
 """
 
 import math

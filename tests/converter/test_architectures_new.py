@@ -74,6 +74,30 @@ def test_f32_logits_match_transformers(name, converted, measurement):
     assert diff < BOUND
 
 
+def test_phi3_longrope_long_factors_past_the_original_context(converted, measurement):
+    """Past the original context (256 tokens here) both sides use the long factors: llama.cpp
+    because the context is longer, transformers because the sequence is. (With a context over
+    the original but a shorter sequence they differ; that is llama.cpp's rule, as for any
+    LongRoPE GGUF.)"""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_new_model("phi3-longrope"))
+    ids = np.random.default_rng(0).integers(0, model.config.vocab_size, 300).tolist()
+    with torch.no_grad():
+        expected = model(torch.tensor([ids])).logits[0].numpy()
+    llm = llama_cpp.Llama(str(converted("phi3-longrope")), n_ctx=512, logits_all=True,
+                          verbose=False, n_threads=2, type_k=0, type_v=0)  # fmt: skip
+    try:
+        llm.eval(ids)
+        got = np.array(llm.scores[: len(ids)])
+    finally:
+        llm.close()
+    diff = float(np.abs(got - expected).max())
+    measurement(f"phi3-longrope, 300 tokens (long factors): max |diff| {diff:.2e}")
+    assert top1_agreement(got, expected) == 1.0 and diff < BOUND
+
+
 def source_ids(name: str, text: str) -> list[int]:
     """The source tokenizer's ids with its own special tokens (sentencepiece for a .model)."""
     folder = tiny_new_model(name)
@@ -152,8 +176,8 @@ def test_phi3_fused_tensors_and_longrope(converted):
     assert tensors["blk.0.ffn_up.weight"] == (64, 2 * 128)
     assert tensors["rope_factors_long.weight"] == tensors["rope_factors_short.weight"] == (4,)
     assert found["phi3.rope.dimension_count"] == 8  # partial_rotary_factor 0.5 of 16
-    assert found["phi3.rope.scaling.original_context_length"] == 64
-    expected = (1 + np.log(512 / 64) / np.log(64)) ** 0.5
+    assert found["phi3.rope.scaling.original_context_length"] == 256
+    expected = (1 + np.log(1024 / 256) / np.log(256)) ** 0.5
     assert found["phi3.rope.scaling.attn_factor"] == pytest.approx(expected, rel=1e-6)
     assert "rope_factors_long.weight" not in {
         t.name for t in gguf.GGUFReader(converted("phi3")).tensors
