@@ -98,6 +98,19 @@ def test_phi3_longrope_long_factors_past_the_original_context(converted, measure
     assert top1_agreement(got, expected) == 1.0 and diff < BOUND
 
 
+@pytest.mark.parametrize("name", ["phi3", "smollm3"])
+def test_q4_k_m_with_the_importance_matrix(name, tmp_path):
+    """The torch steps (calibration, importance matrix) and llama.cpp's quantizer take the new
+    layouts: fused Phi-3 projections map to attn_qkv/ffn_up in the matrix. (Gemma 3: the slow
+    test on the real 270M model.)"""
+    out, report = tmp_path / "q4.gguf", tmp_path / "report.json"
+    convert(str(tiny_new_model(name)), out, ConvertOptions(quant="Q4_K_M", report_path=report))
+    assert json.loads(report.read_text())["extra"]["imatrix"] is True
+    ids, expected = reference_logits(name)
+    got = gguf_logits(out, ids, f32_cache=False)
+    assert np.corrcoef(got.ravel(), expected.ravel())[0, 1] > 0.9
+
+
 def source_ids(name: str, text: str) -> list[int]:
     """The source tokenizer's ids with its own special tokens (sentencepiece for a .model)."""
     folder = tiny_new_model(name)
