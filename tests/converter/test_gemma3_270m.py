@@ -112,3 +112,21 @@ def test_chatbot_ask_replies(gemma_gguf, tmp_path, measurement):
     reply = json.loads(done.stdout)
     measurement(f"Gemma 3 270M Q4_K_M answers: {reply['answer']!r}")
     assert reply["completion_tokens"] > 0 and reply["answer"].strip()
+
+
+def test_tokenizes_like_the_published_gguf(gemma_gguf):
+    """Our vocabulary (read from the rebuilt tokenizer.json) splits text exactly as the package's
+    own GGUF does, which llama.cpp's converter made from Google's tokenizer.model."""
+    import llama_cpp
+
+    from converter.gemma_model import package_gguf
+    from tests.converter.test_vocab import VARIED_TEXT
+
+    ours = llama_cpp.Llama(str(gemma_gguf("F16")), vocab_only=True, verbose=False)
+    published = llama_cpp.Llama(str(package_gguf()), vocab_only=True, verbose=False)
+    chat = "<start_of_turn>user\nWhere is my order?<end_of_turn>\n<start_of_turn>model\n"
+    cases = [(VARIED_TEXT, False), (DEFAULT_EVAL_TEXT.read_text(encoding="utf-8"), False)]
+    for text, special in [*cases, (chat, True)]:
+        expected = published.tokenize(text.encode(), add_bos=True, special=special)
+        assert ours.tokenize(text.encode(), add_bos=True, special=special) == expected
+    assert (ours.token_bos(), ours.token_eos()) == (published.token_bos(), published.token_eos())
