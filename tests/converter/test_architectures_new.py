@@ -149,8 +149,13 @@ def test_chat_template_markers_are_single_tokens(name, converted):
 
 
 def keys(path: Path) -> dict:
+    """Every key's value, but the token arrays (262k strings for Gemma: slow to decode)."""
     reader = gguf.GGUFReader(path)
-    return {name: field.contents() for name, field in reader.fields.items()}
+    return {
+        name: len(field.data) if name.startswith("tokenizer.ggml.t") else field.contents()
+        for name, field in reader.fields.items()
+        if not name.startswith(("tokenizer.ggml.scores", "tokenizer.ggml.merges"))
+    }
 
 
 def test_gemma3_keys_and_norms(converted):
@@ -172,7 +177,7 @@ def test_gemma3_keys_and_norms(converted):
         "llama",
         False,
     )
-    assert len(found["tokenizer.ggml.tokens"]) == 262144
+    assert found["tokenizer.ggml.tokens"] == found["tokenizer.ggml.token_type"] == 262144
     # Gemma's norms multiply by (1 + weight): written with the one added.
     hf = load_file(tiny_new_model("gemma3") / "model.safetensors")
     tensors = {t.name: t for t in gguf.GGUFReader(converted("gemma3")).tensors}
@@ -209,7 +214,9 @@ def test_info_and_plan(name, arch, converted, capsys):
     assert arch in capsys.readouterr().out
     assert cli.main(["plan", str(path), "--gpu-memory", "8GiB", "--ctx", "1024"]) == 0
     assert "n_gpu_layers" in capsys.readouterr().out
-    for n_ctx, flash_attn in ((1024, False), (2048, True)):
+    # Gemma's compute buffer (512 MiB of logits for its 262k vocabulary) makes each load slow.
+    settings = ((1024, False),) if name == "gemma3" else ((1024, False), (2048, True))
+    for n_ctx, flash_attn in settings:
         reported = measure(path, n_ctx, flash_attn)
         assert_estimates_match(read_figures(path), reported, n_ctx, flash_attn, COMPUTE_SLACK_MIB)
 
