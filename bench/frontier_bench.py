@@ -34,15 +34,19 @@ from converter.optimize.calibrate import read_calibration_text  # noqa: E402
 from converter.options import ConvertOptions, OptimizeOptions  # noqa: E402
 from converter.pipeline import convert  # noqa: E402
 
-EXTRA_PLAIN = ("Q5_K_S", "Q4_K_S", "IQ4_NL", "Q3_K_S", "IQ3_M", "IQ3_S", "Q2_K")
+EXTRA_PLAIN = ("Q3_K_S", "IQ3_M", "IQ3_S", "Q2_K")
 RESULTS = Path(__file__).resolve().parent / "results"
-# Pruned variants: (row name, convert options). Each is slow to make (calibration, pruning,
-# refit, healing) and cached; the automatic plan and plain depth pruning, each at Q4_K_M.
+# Pruned variants: row name -> convert options. Each is slow to make (calibration, pruning,
+# refit, healing, and the pruning check against plain types) and cached: the automatic plan
+# healed at Q4_K_M, and two blocks of depth alone on top of a lower type (Q4_0).
 PRUNED = {
-    "pruned 0.15+heal Q4_K_M": OptimizeOptions(prune=0.15, heal_steps=100, device="cpu"),
-    "pruned 2 blocks Q4_0": OptimizeOptions(prune_layers=2, device="cpu"),
+    "pruned 0.15+heal100 Q4_K_M": ConvertOptions(
+        quant="Q4_K_M", optimize=OptimizeOptions(prune=0.15, heal_steps=100, device="cpu")
+    ),
+    "pruned 2 blocks Q4_0": ConvertOptions(
+        quant="Q4_0", optimize=OptimizeOptions(prune_layers=2, device="cpu")
+    ),
 }
-PRUNED_QUANT = {"pruned 0.15+heal Q4_K_M": "Q4_K_M", "pruned 2 blocks Q4_0": "Q4_0"}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -72,6 +76,10 @@ def convert_once(checkpoint: Path, path: Path, options: ConvertOptions) -> Path:
         print(f"converting {path.name} ...", flush=True)
         convert(checkpoint, path, options, say=print)
     return path
+
+
+def pruned_path(cache: Path, name: str) -> Path:
+    return cache / f"{name.replace(' ', '_').replace('+', '_')}.gguf"
 
 
 def imatrix_for(checkpoint: Path, cache: Path) -> dict[str, np.ndarray]:
@@ -111,9 +119,7 @@ def build_rows(checkpoint: Path, cache: Path, args, text: str) -> list[Row]:
     rows += build.speed_mixes(sens, pricing, tick)
     if not args.no_prune:
         for name, options in PRUNED.items():
-            quant = PRUNED_QUANT[name]
-            path = cache / f"{name.replace(' ', '_')}.gguf"
-            convert_once(checkpoint, path, ConvertOptions(quant=quant, optimize=options))
+            path = convert_once(checkpoint, pruned_path(cache, name), options)
             rows.append(Row(name, path, "pruned"))
     return rows
 
