@@ -206,5 +206,6 @@ def _build(name: str, dest: Path) -> None:
                 # Gemma's FFN branch at a tenth (1 + weight = 0.1): llama.cpp's CPU GELU reads
                 # an fp16 table (~5e-4 relative per value), which this norm would blow up to
                 # ~3e-3 in the logits; a wrong FFN tensor still moves them far more than 1e-3.
+                # The full branch is checked against that table GELU: test_gemma3_full_ffn.py.
                 param.fill_(-0.9).add_(0.01 * torch.randn_like(param))
     model.save_pretrained(dest)
