@@ -20,7 +20,13 @@ _REACH = (
     r"let\s+me\s+(?:talk|speak)|want|need|give\s+me|reach)"
 )
 # A verb of reaching, then within a few words the one to reach: "can I speak to a real person".
-_REQUEST = re.compile(rf"\b{_REACH}\b(?:\W+\w+){{0,3}}?\W+{_WHO}\b", re.IGNORECASE)
+# Someone of the customer's own ("my manager", "a colleague's") or a thing of theirs ("the
+# agent's number") is not a request for ours: no possessive in between or after.
+_POSSESSIVE = r"(?:my|our|his|her|their|its)"
+_REQUEST = re.compile(
+    rf"\b{_REACH}\b(?:\W+(?!{_POSSESSIVE}\b)\w+){{0,3}}?\W+{_WHO}\b(?!['\u2019]s\b)",
+    re.IGNORECASE,
+)
 # "Can I talk to someone?": anyone at all, but only to talk to ("want someone to pick it up"
 # is not a request).
 _ANYONE = re.compile(

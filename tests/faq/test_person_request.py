@@ -41,6 +41,10 @@ def test_requests_for_a_person(text):
         "I want someone to pick up my parcel for me",
         "The delivery person said it was left with a neighbour",
         "Do I need to be a member to order?",
+        # someone of the customer's own, or a thing of ours: not a request for our person
+        "Does the purchase need my supervisor's sign-off?",
+        "I need my manager to approve it first",
+        "I want the agent's reference number from my last chat",
     ],
 )
 def test_questions_that_are_not_requests(text):
