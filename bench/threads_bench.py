@@ -18,6 +18,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -46,9 +47,10 @@ class Replies:
 
     rates: list[float] = field(default_factory=list)  # decode tok/s
     threads: list[int] = field(default_factory=list)  # the count each reply used most
+    tokens_on: Counter = field(default_factory=Counter)  # decode tokens at each thread count
 
 
-def reply_rate(engine: LlamaEngine, tokens: int) -> tuple[float, int]:
+def reply_rate(engine: LlamaEngine, tokens: int) -> tuple[float, int, dict[int, int]]:
     """One greedy reply of up to `tokens` tokens from an empty cache: decode tok/s, threads.
 
     A reply stops after REPLY_LIMIT_S: on a crowded machine too many threads crawl.
@@ -60,7 +62,7 @@ def reply_rate(engine: LlamaEngine, tokens: int) -> tuple[float, int]:
     for item in engine.stream(PROMPT, options, lambda: time.perf_counter() > deadline):
         if isinstance(item, GenerationStats):
             stats = item
-    return stats.decode_tps, engine.info.threads
+    return stats.decode_tps, engine.info.threads, engine.tuner.turn_counts()
 
 
 def start_busy(count: int) -> list[subprocess.Popen]:
@@ -97,9 +99,10 @@ def measure(
             if r and time.perf_counter() - start > budget_s:
                 break
             for i in order[r % len(order) :] + order[: r % len(order)]:  # rotate who goes first
-                rate, threads = reply_rate(engines[i], tokens)
+                rate, threads, counts = reply_rate(engines[i], tokens)
                 results[i].rates.append(rate)
                 results[i].threads.append(threads)
+                results[i].tokens_on.update(counts)
     finally:
         stop_busy(procs)
     return results
@@ -131,12 +134,15 @@ def report(rows: list[tuple[str, list[Replies]]], cores: int) -> None:
             f"  {','.join(map(str, adaptive.threads))}"
         )
     print("targets: adaptive >= 0.90x best fixed in every condition; >= 0.97x all cores idle")
+    for condition, (adaptive, *_fixed) in rows:
+        spread = ", ".join(f"{n} thread(s) {c}" for n, c in sorted(adaptive.tokens_on.items()))
+        print(f"adaptive, {condition}: decode tokens on {spread}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=default_gguf_path())
-    parser.add_argument("--rounds", type=int, default=5, help="replies per engine and condition")
+    parser.add_argument("--rounds", type=int, default=9, help="replies per engine and condition")
     parser.add_argument("--tokens", type=int, default=128, help="tokens per reply")
     parser.add_argument("--budget", type=float, default=60, help="seconds per condition, about")
     args = parser.parse_args(argv)

@@ -300,6 +300,10 @@ class ThreadTuner:
             return self.decode.threads
         return self._turn.most_common(1)[0][0]
 
+    def turn_counts(self) -> dict[int, int]:
+        """Tokens of the last reply decoded at each thread count (probes show here)."""
+        return dict(self._turn)
+
     def _prompt_done(self, elapsed: float, prompt_tokens: int) -> None:
         if self.fixed or prompt_tokens < self.tuning.min_prompt:
             return
