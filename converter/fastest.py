@@ -12,6 +12,7 @@ fastest whose perplexity is within PCT% of F16's is copied to the output, and th
 every candidate's figures and why the choice fell where it did.
 """
 
+import hashlib
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -141,11 +142,14 @@ class Builder:
         self.threads = threads
 
     def quantize(self, name: str, quant: str, tensor_types=()) -> Path:
+        """The file of `name`, made unless the folder has it. The name carries a digest of the
+        types, so a reused folder (the bench's cache) never serves a mix planned differently."""
         from converter.quantize import quantize_gguf
 
-        path = self.folder / f"{name.replace(' ', '_').replace('/', '-')}.gguf"
+        types = self.user_types + list(tensor_types)
+        digest = hashlib.sha256(repr((quant, types)).encode()).hexdigest()[:10]
+        path = self.folder / f"{name.replace(' ', '_').replace('/', '-')}-{digest}.gguf"
         if not path.exists():
-            types = self.user_types + list(tensor_types)
             quantize_gguf(self.float_path, path, quant, imatrix=self.imatrix, tensor_types=types)
         return path
 
