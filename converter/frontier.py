@@ -146,40 +146,46 @@ def dominates(a: Row, b: Row) -> bool:
     return a.speed.decode_tps > b.speed.decode_tps and a.perplexity < b.perplexity
 
 
-def format_table(rows: Sequence[Row], reference: Row | None = None) -> str:
-    """An aligned table, one row per file, `*` on the frontier; ratios against `reference`."""
+def _cells(rows: Sequence[Row], reference: Row | None) -> list[tuple]:
+    """Per row: name, MB, perplexity, its ratio, decode tok/s, its ratio, prompt tok/s, CPU s
+    per 1k tokens, on the frontier; ratios against `reference` (default: the first row)."""
     ref = reference or rows[0]
     assert ref.speed is not None
+    cells = []
+    for r in rows:
+        s = r.speed or Speed(0.0, 0.0, 0.0)
+        cells.append((
+            r.name, r.file_bytes / 1e6, r.perplexity, r.perplexity / ref.perplexity,
+            s.decode_tps, s.decode_tps / ref.speed.decode_tps, s.prompt_tps, s.cpu_s_per_1k,
+            r.on_frontier,
+        ))  # fmt: skip
+    return cells
+
+
+def format_table(rows: Sequence[Row], reference: Row | None = None) -> str:
+    """An aligned table, one row per file, `*` on the frontier; ratios against `reference`."""
     lines = [
         f"  {'file':<30} {'size MB':>8} {'ppl':>7} {'ppl/ref':>7} {'decode':>7} {'x ref':>6} "
         f"{'prompt':>7} {'CPU s/1k':>8}  frontier"
     ]
-    for r in rows:
-        s = r.speed or Speed(0.0, 0.0, 0.0)
+    for name, mb, ppl, ppl_x, dec, dec_x, prompt, cpu, front in _cells(rows, reference):
         lines.append(
-            f"  {r.name:<30} {r.file_bytes / 1e6:>8.1f} {r.perplexity:>7.3f} "
-            f"{r.perplexity / ref.perplexity:>7.3f} {s.decode_tps:>7.1f} "
-            f"{s.decode_tps / ref.speed.decode_tps:>6.2f} {s.prompt_tps:>7.0f} "
-            f"{s.cpu_s_per_1k:>8.2f}  {'*' if r.on_frontier else ''}"
+            f"  {name:<30} {mb:>8.1f} {ppl:>7.3f} {ppl_x:>7.3f} {dec:>7.1f} {dec_x:>6.2f} "
+            f"{prompt:>7.0f} {cpu:>8.2f}  {'*' if front else ''}"
         )
     return "\n".join(lines)
 
 
 def markdown_table(rows: Sequence[Row], reference: Row | None = None) -> str:
     """The same table as Markdown (for README)."""
-    ref = reference or rows[0]
-    assert ref.speed is not None
     lines = [
         "| file | size MB | perplexity | ppl / F16 | decode tok/s | x F16 | prompt tok/s "
         "| CPU s / 1k tok | frontier |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for r in rows:
-        s = r.speed or Speed(0.0, 0.0, 0.0)
+    for name, mb, ppl, ppl_x, dec, dec_x, prompt, cpu, front in _cells(rows, reference):
         lines.append(
-            f"| {r.name} | {r.file_bytes / 1e6:.1f} | {r.perplexity:.2f} | "
-            f"{r.perplexity / ref.perplexity:.3f} | {s.decode_tps:.0f} | "
-            f"{s.decode_tps / ref.speed.decode_tps:.2f} | {s.prompt_tps:.0f} | "
-            f"{s.cpu_s_per_1k:.1f} | {'yes' if r.on_frontier else ''} |"
+            f"| {name} | {mb:.1f} | {ppl:.2f} | {ppl_x:.3f} | {dec:.0f} | {dec_x:.2f} | "
+            f"{prompt:.0f} | {cpu:.1f} | {'yes' if front else ''} |"
         )
     return "\n".join(lines)

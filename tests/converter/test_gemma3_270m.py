@@ -24,8 +24,7 @@ from converter.evaluate import (
     tokenize_gguf,
 )
 from converter.info import read_summary
-from converter.offload import read_figures
-from tests.converter.test_offload import MiB, assert_estimates_match, measure
+from tests.converter.test_offload import check_plan_against_llama_cpp
 
 pytestmark = pytest.mark.slow
 
@@ -89,16 +88,9 @@ def test_q4_k_m_was_made_with_the_importance_matrix(gemma_gguf):
 
 @pytest.mark.parametrize(("n_ctx", "flash_attn"), [(1024, False), (4096, True)])
 def test_plan_matches_llama_cpp(gemma_gguf, measurement, n_ctx, flash_attn):
-    path = gemma_gguf("Q4_K_M")
-    figures = read_figures(path)
-    reported = measure(path, n_ctx, flash_attn)
-    measurement(
-        f"offload plan vs llama.cpp, Gemma 3 270M Q4_K_M ctx {n_ctx} fa {int(flash_attn)}: "
-        f"weights {figures.weights_bytes / MiB:.2f}/{reported['model']:.2f} MiB, KV "
-        f"{figures.kv_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['kv']:.2f} MiB, compute "
-        f"{figures.compute_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['compute']:.2f} MiB"
+    check_plan_against_llama_cpp(
+        gemma_gguf("Q4_K_M"), "Gemma 3 270M", n_ctx, flash_attn, measurement
     )
-    assert_estimates_match(figures, reported, n_ctx, flash_attn)
 
 
 def test_chatbot_ask_replies(gemma_gguf, tmp_path, measurement):

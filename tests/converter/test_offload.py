@@ -111,6 +111,21 @@ def assert_close(
     )
 
 
+def check_plan_against_llama_cpp(
+    path: Path, label: str, n_ctx: int, flash_attn: bool, measurement
+) -> None:
+    """Our offload figures against llama.cpp's own buffer report, both recorded."""
+    figures = read_figures(path)
+    reported = measure(path, n_ctx, flash_attn)
+    measurement(
+        f"offload plan vs llama.cpp, {label} Q4_K_M ctx {n_ctx} fa {int(flash_attn)}: weights "
+        f"{figures.weights_bytes / MiB:.2f}/{reported['model']:.2f} MiB, KV "
+        f"{figures.kv_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['kv']:.2f} MiB, compute "
+        f"{figures.compute_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['compute']:.2f} MiB"
+    )
+    assert_estimates_match(figures, reported, n_ctx, flash_attn)
+
+
 def assert_estimates_match(
     figures, reported: dict, n_ctx: int, flash_attn: bool, compute_slack_mib: float = 0.0
 ) -> None:
@@ -141,16 +156,7 @@ def test_tiny_estimates_match_llama_cpp(tiny_ggufs, name, n_ctx, flash_attn):
     ("n_ctx", "flash_attn"), [(1000, False), (4096, False), (8192, False), (8192, True)]
 )
 def test_smollm2_estimates_match_llama_cpp(smollm2_gguf, measurement, n_ctx, flash_attn):
-    path = smollm2_gguf("Q4_K_M")
-    figures = read_figures(path)
-    reported = measure(path, n_ctx, flash_attn)
-    measurement(
-        f"offload plan vs llama.cpp, SmolLM2 Q4_K_M ctx {n_ctx} fa {int(flash_attn)}: weights "
-        f"{figures.weights_bytes / MiB:.2f}/{reported['model']:.2f} MiB, KV "
-        f"{figures.kv_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['kv']:.2f} MiB, compute "
-        f"{figures.compute_bytes(n_ctx, flash_attn) / MiB:.2f}/{reported['compute']:.2f} MiB"
-    )
-    assert_estimates_match(figures, reported, n_ctx, flash_attn)
+    check_plan_against_llama_cpp(smollm2_gguf("Q4_K_M"), "SmolLM2", n_ctx, flash_attn, measurement)
 
 
 def test_figures_place_tensors_like_llama_cpp(tmp_path):
