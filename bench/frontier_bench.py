@@ -4,7 +4,7 @@ Rows: F16; the plain llama.cpp types (with the importance matrix); pure files (e
 type); `--target-size` mixes at Q4_K_M's and Q3_K_M's sizes (and the other mixes
 `--fastest-within` builds); pruned variants. Columns: file size, perplexity on
 data/eval/heldout.txt (llama.cpp's method), decode tokens/s, prompt tokens/s and CPU seconds per
-1,000 generated tokens (best of --rounds interleaved rounds), and `*` on the frontier (no other
+1,000 generated tokens (median of --rounds interleaved rounds), and `*` on the frontier (no other
 row both decodes faster and has lower perplexity). Then the issue's targets, each with its
 figure, and `--fastest-within` as it would choose (on the calibration hold-out), with the chosen
 file's held-out figures. Writes frontier.json and frontier.png to --out.
@@ -143,7 +143,8 @@ def targets(rows: list[Row], holdout: dict[str, float], pct: float) -> tuple[dic
     """The issue's done-when checks, each with its figure; and the --fastest-within choice."""
     by = {r.name: r for r in rows}
     f16 = by["F16"]
-    picks = [replace(r, perplexity=holdout[r.name]) for r in rows if r.kind != "pruned"]
+    cli = [r for r in rows if r.kind != "pruned" and r.name not in EXTRA_PLAIN]  # its candidates
+    picks = [replace(r, perplexity=holdout[r.name]) for r in cli]
     chosen, record = fastest.choose(picks, pct)
     pick = by[chosen.name]
     checks = {}

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 PLAIN = ("Q8_0", "Q6_K", "Q5_K_M", "Q4_K_M", "IQ4_XS", "Q4_0", "Q3_K_M")
 PURE = ("Q5_1", "Q5_0", "Q4_1", "IQ4_NL", "Q4_0")
 SIZE_MIXES = ("Q5_K_M", "Q4_K_M", "Q3_K_M")  # a mix at each of these files' size
-SPEED_BUDGETS = (0.1, 0.2, 0.25, 0.3, 0.35, 0.45)  # decode-time budgets: 0 fastest type, 1 Q8_0
+SPEED_BUDGETS = (0.1, 0.2, 0.3, 0.35, 0.4, 0.45)  # decode-time budgets: 0 fastest type, 1 Q8_0
 HOLDOUT_WINDOWS = 8
 HOLDOUT_CTX = 512
 
