@@ -3,6 +3,8 @@
 from collections.abc import Callable
 from pathlib import Path
 
+from textual.css.query import NoMatches
+
 from chatbot.store.store import Store
 from chatbot.tui.app import ChatApp
 from chatbot.tui.widgets.conversation_list import ConversationItem
@@ -47,6 +49,14 @@ async def send(pilot, text: str) -> MessageBubble:
 
 def bubbles(app: ChatApp) -> list[tuple[str, str]]:
     return [(bubble.role, bubble.text) for bubble in app.query(MessageBubble)]
+
+
+def settled_bubbles(app: ChatApp) -> list[tuple[str, str]] | None:
+    """`bubbles`, or None while a bubble is half mounted or half removed (no body yet)."""
+    try:
+        return bubbles(app)
+    except NoMatches:
+        return None
 
 
 def listed_titles(app: ChatApp) -> list[str]:

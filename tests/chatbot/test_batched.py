@@ -243,5 +243,8 @@ def test_real_model_concurrent_replies_match_alone_but_at_near_ties(real_gguf, m
             continue
         at = first_difference(text, single)
         token = next(k for k in range(len(pieces)) if len(text_of(pieces, k + 1)) > at)
-        assert gaps[token] < 0.25, (question, text, single, gaps[token])
+        # A near tie: Q4_K_M's batched and single-row kernels differ by up to a few tenths of
+        # a logit (0.256 seen on a loaded machine, where batches form differently); a mix-up
+        # of sequences diverges where one token leads by whole logits.
+        assert gaps[token] < 0.5, (question, text, single, gaps[token])
     measurement(f"{identical}/4 concurrent greedy replies identical to alone")
