@@ -95,8 +95,10 @@ class ChatPanel(Vertical):
 
     async def open(self, conversation_id: int | None) -> None:
         """Show a saved conversation, or an empty new one (None); never while replying."""
-        if self.replying:
-            return
+        if not self.replying:
+            await self._show(conversation_id)
+
+    async def _show(self, conversation_id: int | None) -> None:
         messages = []
         settings = ConversationSettings(system_prompt=self.system_prompt)
         with shown_errors(self):
@@ -333,20 +335,23 @@ class ChatPanel(Vertical):
 
     async def on_reply_ended(self, message: ReplyEnded) -> None:
         """On failure, say why, show exactly what was saved and give back unsaved text."""
-        self.replying = False
+        if message.error is not None:
+            await self._show_failure(message)
+        self.replying = False  # only now: the view is settled before another turn can start
         self.app.refresh_bindings()
         if message.result is not None and message.error is None:
             await self._offer(message.result.clarify)
         if message.result is not None and message.result.stopped:
             self.notify("Reply stopped; the partial text is kept.", markup=False)
-        if message.error is None:
-            return
+
+    async def _show_failure(self, message: ReplyEnded) -> None:
+        """Say why the turn failed, reload exactly what was saved, give back unsaved text."""
         self.notify(message.error, severity="error", markup=False)
         editor = self.query_one(InputBox)
         if not message.user_saved and not editor.text:
             editor.text = message.text  # nothing was saved: give the text back to edit
         session = self.session
-        await self.open(self.conversation_id)
+        await self._show(self.conversation_id)
         if session is not None and session.conversation_id == self.conversation_id:
             self.session = session  # keep its record of history left out of the prompt
 
