@@ -119,8 +119,7 @@ class FaqPolicy:
         an ask-back, a message in the middle band again is handed off (ask once, then a
         person), and its outcome is recorded on the ask-back."""
         kb = self.knowledge_base
-        asked = [m.content for m in history if m.role == "user"]
-        retrieval = kb.retrieve(message, k=CHOICES, previous=asked[-1] if asked else None)
+        retrieval = kb.retrieve(message, k=CHOICES, previous=_message_before(history, kb))
         band = retrieval.band
         if after_ask_back:
             outcome = "new_question" if band == "answer" else "handoff"
@@ -210,6 +209,27 @@ def _resolving(history: Sequence[Message], outcome, choice: str | None = None) -
     for message in reversed(history):
         if message.band == "ask_back":
             return Resolves(message.id, outcome, choice)
+    return None
+
+
+# Replies to a message that was looked up in the knowledge base (or picked from an ask-back).
+_LOOKED_UP = ("answer", "ask_back", "handoff")
+
+
+def _message_before(history: Sequence[Message], kb: KnowledgeBase) -> str | None:
+    """What a follow-up leans on: the customer's last message that was looked up, skipping
+    small talk and yes/no replies ("thanks" says nothing about "what about tracking it?"),
+    and for a pick from an ask-back ("2") the picked entry's question."""
+    for n in range(len(history) - 1, 0, -1):
+        reply, asked = history[n], history[n - 1]
+        if reply.role != "assistant" or asked.role != "user" or reply.band not in _LOOKED_UP:
+            continue
+        offered = history[n - 2].choices if n >= 2 else ()
+        picked = reply.band == "answer" and reply.sources and reply.sources[0] in offered
+        if picked and read_pick(asked.content, len(offered)) is not None:
+            entry = kb.entry(reply.sources[0])
+            return entry.question if entry is not None else asked.content
+        return asked.content
     return None
 
 

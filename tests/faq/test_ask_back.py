@@ -94,6 +94,20 @@ def test_ask_back_then_a_number_answers_that_entry(chat, store, store_kb):
     assert (counts.asked_back, counts.picked, counts.answered, counts.quoted) == (1, 1, 1, 1)
 
 
+def test_a_follow_up_leans_on_the_picked_entry_not_on_small_talk(chat):
+    """After a pick ("2") and a "thanks", a follow-up is read with the picked entry's
+    question: "2" and "thanks" say nothing about what "report it" refers to."""
+    session = chat()
+    asked = say(session, ASKS_BACK)
+    assert asked.clarify[1].id == "order-missing-item"
+    say(session, "2")
+    assert say(session, "thanks").band == "small_talk"
+    follow_up = say(session, "and how long do I have to report it?")
+    assert follow_up.band == "answer" and follow_up.sources == ("order-missing-item",)
+    alone = say(chat(), "and how long do I have to report it?")
+    assert alone.sources != ("order-missing-item",), "alone, it is not that entry's question"
+
+
 def test_a_pick_in_words_and_yes(chat):
     session = chat()
     asked = say(session, ASKS_BACK)
