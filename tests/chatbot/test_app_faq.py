@@ -12,6 +12,7 @@ from chatbot.faq.knowledge_base import KnowledgeBase
 from chatbot.store.store import Store
 from chatbot.tui.app import ChatApp
 from chatbot.tui.widgets.choices import ChoiceItem, ChoiceList
+from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import MessageBubble
 from chatbot.tui.widgets.status_line import StatusLine
 from tests.chatbot.pilot import on_screen, ready, seed_conversation, send, wait_for
@@ -76,6 +77,7 @@ async def test_an_ask_back_choice_is_picked_with_2_and_with_the_mouse(app):
         second = choices.choices[1]
         answer = await pick(pilot, lambda: pilot.press("2"))
         assert not app.query(ChoiceList)  # the choices go with their turn
+        assert isinstance(app.focused, InputBox), "typing goes on in the editor"
         saved = app.store.messages(app.conversation_id)
         assert saved[-2].content == "2" and saved[-1].sources == (second.id,)
         assert f"[{second.id}]" in str(answer.query_one(".footer").render())

@@ -245,7 +245,10 @@ class ChatPanel(Vertical):
             self.replying = True
             self.app.refresh_bindings()
             self._idle.clear()
+            picked_here = any(offered.has_focus for offered in view.query(ChoiceList))
             await view.query(ChoiceList).remove()  # an ask-back's choices go with its turn
+            if picked_here:  # what the customer types next goes to the editor, not nowhere
+                self.query_one(InputBox).focus()
             bubble = await view.start_turn(text)
             progress = ReplyProgress()
             self.post_message(ReplyStarted(progress))
