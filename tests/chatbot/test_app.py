@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets.markdown import MarkdownBlock
 
 from chatbot.engines.base import GenerationOptions
 from chatbot.engines.llama import LlamaEngine
@@ -172,6 +173,20 @@ async def test_switching_conversations_shows_each_history(make_app, db_path):
         await pilot.press("ctrl+f", *"coast")
         await pilot.pause()
         assert listed_titles(app) == ["Trip"], "search finds message text"
+        await ready(pilot)
+
+
+async def test_html_in_a_message_is_shown_as_typed(make_app, db_path):
+    """The view renders Markdown; HTML in it (a customer's, or a model's) is text to show,
+    not markup to drop: "<div>...</div>" on a line of its own used to show nothing."""
+    typed = "<b>urgent</b> <script>alert(1)</script>\n\n<div>order 1234</div>"
+    seed_conversation(db_path, "HTML", [(typed, "<i>noted</i>")])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        shown = [str(block._content) for block in app.query(MarkdownBlock)]
+        assert shown == ["<b>urgent</b> <script>alert(1)</script>", "<div>order 1234</div>",
+                         "<i>noted</i>"]  # fmt: skip
         await ready(pilot)
 
 

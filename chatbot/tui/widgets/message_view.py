@@ -61,8 +61,9 @@ class ReplyEnded(Message):
 
 def keep_line_breaks() -> MarkdownIt:
     """The view's Markdown parser: GitHub-like, with each line break kept as typed (a soft
-    break, which Markdown shows as a space, becomes a hard one)."""
-    parser = MarkdownIt("gfm-like")
+    break, which Markdown shows as a space, becomes a hard one), and HTML shown as the text
+    it is (the view drops HTML tokens: a customer's "<div>my order</div>" showed nothing)."""
+    parser = MarkdownIt("gfm-like", {"html": False})
     parser.core.ruler.push("hard_breaks", _hard_breaks)
     return parser
 
