@@ -172,7 +172,9 @@ class Session:
             clean,
             prompt_content=asked.prompt if asked.prompt != clean else None,
         )
-        prompt, notice = self._fit(history, {"role": "user", "content": asked.prompt})
+        prompt, notice = self._fit(
+            model_history(history), {"role": "user", "content": asked.prompt}
+        )
         if notice:
             yield notice
         yield from self._generate(user.id, prompt, asked, should_stop)
@@ -384,3 +386,18 @@ class Session:
             threads=info.threads,
             **asdict(stats),  # prompt/cached/completion tokens, ttft, tokens/s, total, stop reason
         )
+
+
+def model_history(history: list[Message]) -> list[Message]:
+    """The history the model sees: without the exchanges a policy answered itself (small
+    talk, a hand-off, an ask-back: a band other than "answer"). Those lines are not the
+    model's, and primed it: after "thanks" / "You're welcome!", a grounded answer began
+    "You're welcome! You've got a great answer!". Plain chat has no bands: all of it."""
+    kept: list[Message] = []
+    for message in history:
+        if message.role == "assistant" and message.band not in (None, "answer"):
+            if kept and kept[-1].role == "user":
+                kept.pop()  # the customer's message it answered goes with it
+            continue
+        kept.append(message)
+    return kept

@@ -235,6 +235,23 @@ def test_faq_grounding_goes_in_the_newest_message_and_keeps_the_cache(
     assert second.stats.cached_tokens >= first.stats.prompt_tokens
 
 
+def test_replies_written_without_the_model_stay_out_of_its_prompt(engine, store, knowledge_base):
+    """Small talk, a hand-off or an ask-back between two answers is not in the model's prompt
+    (the bot's canned lines primed its answers): the next answer's prompt is the same size as
+    without them, and the cache still holds the first exchange."""
+    plain = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
+    with_talk = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
+    for session, between in ((plain, []), (with_talk, ["thanks a lot", "Tell me a joke"])):
+        first = send(session, "How do I reset my password?")[-1]
+        for text in between:
+            assert send(session, text)[-1].stats is None  # no model call
+        last = send(session, "How long does a refund take?")[-1]
+        assert last.stats.cached_tokens >= first.stats.prompt_tokens
+    plain_last, talk_last = (store.turns(s.conversation_id)[-1] for s in (plain, with_talk))
+    assert plain_last.prompt_tokens == talk_last.prompt_tokens
+    assert len(store.messages(with_talk.conversation_id)) == 8, "the store keeps every line"
+
+
 def test_faq_reply_facts_are_checked_against_the_article(engine, store, knowledge_base):
     """The tiny model writes noise: whatever numbers it makes up are found and saved."""
     session = Session(engine, store, policy=FaqPolicy(knowledge_base), options=OPTS)
