@@ -1,4 +1,4 @@
-"""FAQ bot benchmark: the three bands on three knowledge bases side by side, in one run.
+"""FAQ bot benchmark: the three bands on four knowledge bases side by side, in one run.
 
 1. Bands: each knowledge base opened fresh, its thresholds measured on itself (no labelled
    question: chatbot.faq.calibration), then its labelled questions looked up: uncovered ones
@@ -6,12 +6,14 @@
    from the right entry (>= 0.80), resolved (that, or the right entry among the ask-back's
    choices, >= 0.97), handed off (<= 0.03), answered from a wrong entry. Store and helpdesk
    (with data/eval/generic_uncovered.jsonl) are where the calibration's rule was chosen; the
-   bank (data/faq/bank_faq.jsonl, written apart from the code) is held out.
+   bank and travel FAQs (data/faq/bank_faq.jsonl, travel_faq.jsonl, each written apart from the
+   code) are held out.
 2. What the customer reads: the real SmolLM2 (Q4_K_M, temperature 0) answers the store's
    covered questions through Session with the default `--faq-answer auto`: answers stating a
    fact the article lacks (target <= 0.02) and keeping all its key facts (>= 0.90), the quote
    fallback counted as what the customer reads (bench/faq_turns.py judges).
-3. The multi-turn set (data/eval/faq_multiturn.jsonl, held out): the same measures turn by turn.
+3. The multi-turn sets (data/eval/faq_multiturn.jsonl, travel_multiturn.jsonl, held out): the
+   same measures turn by turn.
 4. Latency: retrieval per turn on a generated 1,000-entry knowledge base, p50/p95, FTS5 alone
    and the blend (target p95 <= 5 ms).
 
@@ -40,9 +42,10 @@ DOMAINS = {  # name: (knowledge base, labelled questions, held out)
     "store": (FAQ / "store_faq.jsonl", EVAL / "faq_eval.jsonl", False),
     "helpdesk": (FAQ / "helpdesk_faq.jsonl", EVAL / "helpdesk_eval.jsonl", False),
     "bank": (FAQ / "bank_faq.jsonl", EVAL / "bank_eval.jsonl", True),
+    "travel": (FAQ / "travel_faq.jsonl", EVAL / "travel_eval.jsonl", True),
 }
 STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
-MULTITURN = REPO / "data/eval/faq_multiturn.jsonl"
+MULTITURN = (EVAL / "faq_multiturn.jsonl", EVAL / "travel_multiturn.jsonl")
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
@@ -58,7 +61,7 @@ def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
 
 
 def bench_bands(index_dir: Path) -> dict[str, KnowledgeBase]:
-    """The band table for the three knowledge bases, thresholds measured on each."""
+    """The band table for the knowledge bases, thresholds measured on each."""
     print("Bands, thresholds measured on each knowledge base itself (no labelled questions):")
     rows, kbs = [], {}
     for name, (faq, questions_path, held_out) in DOMAINS.items():
@@ -103,12 +106,12 @@ def bench_answers(engine, kb: KnowledgeBase) -> None:
     print("\n".join(tally.facts_lines()))
 
 
-def bench_multiturn(engine, kbs: dict[str, KnowledgeBase]) -> None:
-    """The held-out multi-turn set, every turn scored; the store's first conversation shown."""
-    print(f"\nMulti-turn conversations ({MULTITURN.name}, held out), scored turn by turn:")
+def bench_multiturn(engine, kbs: dict[str, KnowledgeBase], path: Path) -> None:
+    """A held-out multi-turn set, every turn scored; its first conversation shown."""
+    print(f"\nMulti-turn conversations ({path.name}, held out), scored turn by turn:")
     print(BAND_HEADER)
     total, shown = Tally(), False
-    for domain, conversations in multiturn(MULTITURN).items():
+    for domain, conversations in multiturn(path).items():
         messages = [[t["message"] for t in c["turns"]] for c in conversations]
         wanted = [[t["expected"] for t in c["turns"]] for c in conversations]
         tally, transcripts = run_turns(engine, kbs[domain], messages, wanted)
@@ -250,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
             engine = LlamaEngine(find_model(args.model), n_ctx=2048)
             print(f"\nModel: {engine.info.model} ({engine.info.quantization}), temperature 0")
             bench_answers(engine, kbs["store"])
-            bench_multiturn(engine, kbs)
+            for path in MULTITURN:
+                bench_multiturn(engine, kbs, path)
             engine.close()
         for kb in kbs.values():
             kb.close()
