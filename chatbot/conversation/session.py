@@ -389,15 +389,12 @@ class Session:
 
 
 def model_history(history: list[Message]) -> list[Message]:
-    """The history the model sees: without the exchanges a policy answered itself (small
-    talk, a hand-off, an ask-back: a band other than "answer"). Those lines are not the
-    model's, and primed it: after "thanks" / "You're welcome!", a grounded answer began
-    "You're welcome! You've got a great answer!". Plain chat has no bands: all of it."""
+    """The history without the exchanges a policy answered itself (a band other than
+    "answer"): not the model's lines, and they primed it ("You're welcome! You've got...")."""
     kept: list[Message] = []
     for message in history:
-        if message.role == "assistant" and message.band not in (None, "answer"):
-            if kept and kept[-1].role == "user":
-                kept.pop()  # the customer's message it answered goes with it
-            continue
-        kept.append(message)
+        if message.role != "assistant" or message.band in (None, "answer"):
+            kept.append(message)
+        elif kept and kept[-1].role == "user":
+            kept.pop()  # with the message it answered
     return kept
