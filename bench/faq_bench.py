@@ -1,4 +1,4 @@
-"""FAQ bot benchmark: the three bands on four knowledge bases side by side, in one run.
+"""FAQ bot benchmark: the three bands on five knowledge bases side by side, in one run.
 
 1. Bands: each knowledge base opened fresh, its thresholds measured on itself (no labelled
    question: chatbot.faq.calibration), then its labelled questions looked up: uncovered ones
@@ -6,14 +6,12 @@
    from the right entry (>= 0.80), resolved (that, or the right entry among the ask-back's
    choices, >= 0.97), handed off (<= 0.03), answered from a wrong entry. Store and helpdesk
    (with data/eval/generic_uncovered.jsonl) are where the calibration's rule was chosen; the
-   bank and travel FAQs (data/faq/bank_faq.jsonl, travel_faq.jsonl, each written apart from the
-   code) are held out.
+   bank, travel and utility FAQs (data/faq/, each written apart from the code) are held out.
 2. What the customer reads: the real SmolLM2 (Q4_K_M, temperature 0) answers the store's
    covered questions through Session with the default `--faq-answer auto`: answers stating a
    fact the article lacks (target <= 0.02) and keeping all its key facts (>= 0.90), the quote
    fallback counted as what the customer reads (bench/faq_turns.py judges).
-3. The multi-turn sets (data/eval/faq_multiturn.jsonl, travel_multiturn.jsonl, held out): the
-   same measures turn by turn.
+3. The multi-turn sets (data/eval/*_multiturn.jsonl, held out): the same measures turn by turn.
 4. Latency: retrieval per turn on a generated 1,000-entry knowledge base, p50/p95, FTS5 alone
    and the blend (target p95 <= 5 ms).
 
@@ -43,9 +41,10 @@ DOMAINS = {  # name: (knowledge base, labelled questions, held out)
     "helpdesk": (FAQ / "helpdesk_faq.jsonl", EVAL / "helpdesk_eval.jsonl", False),
     "bank": (FAQ / "bank_faq.jsonl", EVAL / "bank_eval.jsonl", True),
     "travel": (FAQ / "travel_faq.jsonl", EVAL / "travel_eval.jsonl", True),
+    "utility": (FAQ / "utility_faq.jsonl", EVAL / "utility_eval.jsonl", True),
 }
 STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
-MULTITURN = (EVAL / "faq_multiturn.jsonl", EVAL / "travel_multiturn.jsonl")
+MULTITURN = tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("faq", "travel", "utility"))
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
