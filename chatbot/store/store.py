@@ -2,10 +2,9 @@
 store lives here, except the schema (chatbot.store.migrations) and what the FAQ bot's replies
 came to (chatbot.store.faq_rows, a part of `Store`).
 
-WAL with synchronous=NORMAL keeps a commit to tens of microseconds (no fsync per commit) and
-lets readers run while another process writes; a busy timeout makes a second writer wait
-instead of failing at once. The schema grows through named migrations, each applied once, in
-order, in its own transaction.
+WAL with synchronous=NORMAL keeps a commit cheap (no fsync per commit) and lets readers run
+while another process writes; a busy timeout makes a second writer wait instead of failing at
+once. The schema grows through named migrations, each applied once, in its own transaction.
 """
 
 import dataclasses
@@ -22,6 +21,7 @@ from sqlite_utils import Database
 
 from chatbot.errors import StoreError
 from chatbot.paths import default_db_path, private_dir, private_file
+from chatbot.store.busy import is_busy, retry_while_busy
 from chatbot.store.faq_rows import FaqRows
 from chatbot.store.migrations import migrations
 from chatbot.store.records import (  # now: the timestamps every table keeps
@@ -86,7 +86,7 @@ class Store(FaqRows):
         with self._guard("open"):
             self.db.execute("PRAGMA foreign_keys=ON")
             if isinstance(self.path, Path):
-                self.db.enable_wal()
+                retry_while_busy(self.db.enable_wal, busy_timeout_s)
             self.db.execute("PRAGMA synchronous=NORMAL")
             self._migrate()
 
@@ -107,7 +107,7 @@ class Store(FaqRows):
             try:
                 yield
             except sqlite3.OperationalError as exc:
-                if "locked" in str(exc) or "busy" in str(exc):
+                if is_busy(exc):
                     raise StoreError(
                         f"database {self.path} is locked by another process (waited "
                         f"{self.busy_timeout_s:g} s to {action}); close the other chatbot "

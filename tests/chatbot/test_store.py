@@ -320,3 +320,37 @@ def test_in_memory_store_works(tmp_path):
     cid = s.new_conversation().id
     s.add_message(cid, "user", "x")
     assert len(s.messages(cid)) == 1
+
+
+def test_a_step_sqlite_refuses_without_waiting_is_tried_again(db_path):
+    """SQLite answers "locked" at once where waiting could deadlock; the step is retried."""
+    from chatbot.store.busy import retry_while_busy
+
+    conn = sqlite3.connect(db_path)
+    attempts = []
+
+    def step():
+        attempts.append(1)
+        if len(attempts) < 3:
+            raise sqlite3.OperationalError("database is locked")
+        return conn.execute("PRAGMA journal_mode=wal").fetchone()[0]
+
+    assert retry_while_busy(step, timeout_s=5) == "wal"
+    assert len(attempts) == 3
+
+
+def test_a_step_still_refused_after_the_timeout_fails_and_other_errors_at_once():
+    from chatbot.store.busy import retry_while_busy
+
+    calls = {"locked": 0, "broken": 0}
+
+    def refused(kind: str, message: str):
+        calls[kind] += 1
+        raise sqlite3.OperationalError(message)
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        retry_while_busy(lambda: refused("locked", "database is locked"), timeout_s=0.2)
+    assert 2 <= calls["locked"] <= 11  # tried again, every 0.02 s, until 0.2 s had passed
+    with pytest.raises(sqlite3.OperationalError, match="no such table"):
+        retry_while_busy(lambda: refused("broken", "no such table: x"), timeout_s=5)
+    assert calls["broken"] == 1
