@@ -157,10 +157,14 @@ class FaqPolicy:
 
     def _picked_in_words(self, message: str, offered: tuple[Choice, ...]) -> Pick | None:
         """A choice named in words ("the one about which cards you accept"): the offered
-        entry the message matches best, when that is its best match or it says "the one"."""
+        entry the message matches best, when that is its best match or it says "the one".
+        A message an entry not offered would answer outright is a new question instead."""
         kb = self.knowledge_base
         ids = [choice.id for choice in offered]
-        hits = kb.retrieve(message, k=len(kb.entries)).hits
+        retrieval = kb.retrieve(message, k=len(kb.entries))
+        hits = retrieval.hits
+        if retrieval.band == "answer" and hits[0].id not in ids:
+            return None
         named = message.lower().lstrip().startswith(_NAMES_A_CHOICE)
         for rank, hit in enumerate(hits):
             if hit.id in ids and hit.score >= kb.bands.handoff and (rank == 0 or named):

@@ -118,6 +118,20 @@ def test_a_pick_in_words_and_yes(chat):
     assert say(session, "yes").sources == (asked.clarify[0].id,)  # "yes": the first
 
 
+def test_the_one_about_an_entry_not_offered_is_a_new_question(chat, store):
+    """"the one about X" picks among the choices unless an entry not offered answers X
+    outright: "card stuff", then "the one about my card being declined" got the PIN entry."""
+    session = chat()
+    asked = say(session, ASKS_BACK)
+    assert "order-cancel" not in [c.id for c in asked.clarify]
+    new = say(session, "the one about cancelling my order")
+    assert new.band == "answer" and new.sources == ("order-cancel",)
+    assert store.messages(session.conversation_id)[1].outcome == "new_question"
+    session = chat()
+    say(session, ASKS_BACK)  # matched best by a delivery entry, but not outright: a pick
+    assert say(session, "the one about tracking my parcel").sources == ("order-tracking",)
+
+
 def test_no_hands_off_and_the_outcome_is_kept(chat, store, store_kb):
     session = chat()
     say(session, ASKS_BACK)
