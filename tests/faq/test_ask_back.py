@@ -119,7 +119,7 @@ def test_a_pick_in_words_and_yes(chat):
 
 
 def test_the_one_about_an_entry_not_offered_is_a_new_question(chat, store):
-    """"the one about X" picks among the choices unless an entry not offered answers X
+    """ "the one about X" picks among the choices unless an entry not offered answers X
     outright: "card stuff", then "the one about my card being declined" got the PIN entry."""
     session = chat()
     asked = say(session, ASKS_BACK)
