@@ -1,4 +1,4 @@
-"""FAQ bot benchmark: the three bands on five knowledge bases side by side, in one run.
+"""FAQ bot benchmark: the three bands on six knowledge bases side by side, in one run.
 
 1. Bands: each knowledge base opened fresh, its thresholds measured on itself (no labelled
    question: chatbot.faq.calibration), then its labelled questions looked up: uncovered ones
@@ -6,7 +6,8 @@
    from the right entry (>= 0.80), resolved (that, or the right entry among the ask-back's
    choices, >= 0.97), handed off (<= 0.03), answered from a wrong entry. Store and helpdesk
    (with data/eval/generic_uncovered.jsonl) are where the calibration's rule was chosen; the
-   bank, travel and utility FAQs (data/faq/, each written apart from the code) are held out.
+   bank, travel, utility and telecom FAQs (data/faq/, each written apart from the code) are
+   held out.
 2. What the customer reads: the real SmolLM2 (Q4_K_M, temperature 0) answers the store's
    covered questions through Session with the default `--faq-answer auto`: answers stating a
    fact the article lacks (target <= 0.02) and keeping all its key facts (>= 0.90), the quote
@@ -42,9 +43,10 @@ DOMAINS = {  # name: (knowledge base, labelled questions, held out)
     "bank": (FAQ / "bank_faq.jsonl", EVAL / "bank_eval.jsonl", True),
     "travel": (FAQ / "travel_faq.jsonl", EVAL / "travel_eval.jsonl", True),
     "utility": (FAQ / "utility_faq.jsonl", EVAL / "utility_eval.jsonl", True),
+    "telecom": (FAQ / "telecom_faq.jsonl", EVAL / "telecom_eval.jsonl", True),
 }
 STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
-MULTITURN = tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("faq", "travel", "utility"))
+MULTITURN = tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("faq", "travel", "utility", "telecom"))
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
