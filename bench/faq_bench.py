@@ -46,7 +46,9 @@ DOMAINS = {  # name: (knowledge base, labelled questions, held out)
     "telecom": (FAQ / "telecom_faq.jsonl", EVAL / "telecom_eval.jsonl", True),
 }
 STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
-MULTITURN = tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("faq", "travel", "utility", "telecom"))
+MULTITURN = tuple(
+    EVAL / f"{name}_multiturn.jsonl" for name in ("faq", "travel", "utility", "telecom")
+)
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
