@@ -23,13 +23,17 @@ _KINDS = {  # words and phrases of each kind; the later kinds win ("thanks, bye"
     THANKS_REPLY: {"thanks", "thank you", "thx", "ty", "cheers", "much appreciated",
                    "that helps", "that helped", "that was helpful", "very helpful"},
     GOODBYE_REPLY: {"bye", "goodbye", "bye bye", "see you", "see ya", "have a nice day",
-                    "have a good day", "that is all", "that's all", "thats all"},
+                    "have a good day", "that is all", "that's all", "thats all",
+                    "nothing else", "that's everything"},
 }  # fmt: skip
 # Words that may come with them without making the message a question.
 _FILLER = {"ok", "okay", "great", "perfect", "awesome", "cool", "nice", "so", "much", "very",
            "a", "lot", "again", "there", "all", "everyone", "team", "guys", "folks", "and",
            "oh", "well", "many", "for", "your", "the", "help", "it", "you", "too", "then",
            "alright", "fine", "good", "wonderful", "brilliant", "super"}  # fmt: skip
+# "no" may come with a goodbye ("no thanks, that's all"), never alone or with thanks only:
+# "no" and "no thanks" answer the bot's "Did you mean ...?" (chatbot.faq.ask_back).
+_DECLINING = {"no", "nope", "nah"}
 MAX_WORDS = 8
 
 
@@ -44,6 +48,7 @@ def small_talk_reply(text: str) -> str | None:
             if re.search(rf"\b{re.escape(phrase)}\b", rest):
                 rest = re.sub(rf"\b{re.escape(phrase)}\b", " ", rest)
                 reply = kind
-    if any(word not in _FILLER for word in rest.split()):
+    allowed = _FILLER | _DECLINING if reply == GOODBYE_REPLY else _FILLER
+    if any(word not in allowed for word in rest.split()):
         return None
     return reply or (ACK_REPLY if len(words) <= 3 else None)

@@ -132,6 +132,14 @@ def test_the_one_about_an_entry_not_offered_is_a_new_question(chat, store):
     assert say(session, "the one about tracking my parcel").sources == ("order-tracking",)
 
 
+def test_a_goodbye_with_no_in_it_ends_politely_after_an_answer(chat, store):
+    session = chat()
+    say(session, ASKS_BACK)
+    say(session, "1")
+    closing = say(session, "no thanks, that's all")  # was read with "1" and asked back
+    assert closing.band == "small_talk" and not closing.handoff and store.handoffs() == []
+
+
 def test_no_hands_off_and_the_outcome_is_kept(chat, store, store_kb):
     session = chat()
     say(session, ASKS_BACK)

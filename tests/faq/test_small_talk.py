@@ -26,6 +26,8 @@ from tests.faq.conftest import HELPDESK_EVAL, STORE_EVAL
         ("Thank you for your help", THANKS_REPLY),
         ("ok bye", GOODBYE_REPLY),
         ("thanks, bye!", GOODBYE_REPLY),  # the later kind wins
+        ("no thanks, that's all", GOODBYE_REPLY),  # was looked up, and asked back
+        ("Nope, nothing else. Bye", GOODBYE_REPLY),
         ("ok", ACK_REPLY),
         ("great", ACK_REPLY),
     ],
@@ -43,6 +45,8 @@ def test_small_talk(text, reply):
         "Is that all?",
         "",
         "ok ok ok ok great great",  # filler alone, but too long to be a nod
+        "no",  # these answer the bot's "Did you mean ...?" (read as a pick)
+        "no thanks",
     ],
 )
 def test_questions_are_not_small_talk(text):
