@@ -251,6 +251,7 @@ def _handoff_lines(h: "Handoff") -> list[str]:
     return [
         f"{h.message_id:>5}  {_minute(h.created_at)}  {state:<8}  "
         f"{who}conversation {h.conversation_id}: {h.question}"
+        + (f" (then: {h.reply})" if h.reply else "")
     ]
 
 

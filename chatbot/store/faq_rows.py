@@ -1,9 +1,30 @@
-"""What the FAQ bot's replies came to: an ask-back picked or declined, a hand-off declined,
-and the counts `chatbot stats` and `chatbot handoffs` print. A part of `Store` (its SQL, kept
-apart so store.py stays small); the columns are migration 0007's (chatbot.store.migrations).
+"""What the FAQ bot's replies came to: an ask-back picked or declined, a hand-off declined or
+resolved, and the counts and lists `chatbot stats` and `chatbot handoffs` print. A part of
+`Store` (its SQL, kept apart so store.py stays small); the columns are migration 0007's
+(chatbot.store.migrations).
 """
 
-from chatbot.store.records import FaqCounts, now
+from chatbot.errors import StoreError
+from chatbot.store.records import FaqCounts, Handoff, now
+
+# The customer's latest message before the hand-off `a`; with _OPENING, the latest one that
+# was not a reply to an ask-back: "no" to "Did you mean ...?" is not the question to answer.
+_LAST_USER = """(SELECT u.content FROM messages u
+    WHERE u.conversation_id = a.conversation_id AND u.id < a.id AND u.role = 'user'
+      AND u.replaced_at IS NULL{opening}
+    ORDER BY u.id DESC LIMIT 1)"""
+_OPENING = """
+      AND COALESCE((SELECT p.band FROM messages p
+                    WHERE p.conversation_id = u.conversation_id AND p.id < u.id
+                      AND p.replaced_at IS NULL
+                    ORDER BY p.id DESC LIMIT 1), '') NOT IN ('ask_back', 'ask_again')"""
+_HANDOFFS = f"""
+    SELECT a.conversation_id, a.id AS message_id, a.created_at, a.resolved_at,
+           {_LAST_USER.format(opening=_OPENING)} AS question,
+           {_LAST_USER.format(opening="")} AS last,
+           EXISTS (SELECT 1 FROM customer_tokens t
+                   WHERE t.conversation_id = a.conversation_id) AS served
+    FROM messages a WHERE a.handoff = 1 AND a.replaced_at IS NULL"""
 
 
 class FaqRows:
@@ -40,3 +61,36 @@ class FaqRows:
         with self._guard("count the FAQ bot's replies"):
             row = self.db.execute(sql).fetchone()
         return FaqCounts(*(value or 0 for value in row))
+
+    def handoffs(self, *, unresolved: bool = False, message_id: int | None = None) -> list[Handoff]:
+        """Hand-off replies with the question that caused each, newest first; `unresolved`
+        leaves out those a person marked resolved, `message_id` picks one."""
+        sql = _HANDOFFS + (" AND a.resolved_at IS NULL" if unresolved else "")
+        sql += " AND a.id = :id" if message_id is not None else ""
+        with self._guard("read hand-offs"):
+            rows = list(self.db.query(sql + " ORDER BY a.id DESC", {"id": message_id}))
+        return [
+            Handoff(
+                conversation_id=row["conversation_id"],
+                message_id=row["message_id"],
+                question=row["question"] or row["last"] or "",
+                reply=row["last"] if row["last"] not in (None, row["question"]) else "",
+                created_at=row["created_at"],
+                served=bool(row["served"]),
+                resolved_at=row["resolved_at"],
+            )
+            for row in rows
+        ]
+
+    def resolve_handoff(self, message_id: int) -> Handoff:
+        """Mark a hand-off resolved (once; the first time is kept) and return it."""
+        with self._write("mark a hand-off resolved"):
+            self.db.execute(
+                "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
+                "WHERE id = ? AND handoff = 1",
+                [now(), message_id],
+            )
+        found = self.handoffs(message_id=message_id)
+        if not found:
+            raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
+        return found[0]

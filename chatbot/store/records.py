@@ -99,7 +99,8 @@ class Handoff:
 
     conversation_id: int
     message_id: int
-    question: str
+    question: str  # what the customer asked (not their "no" to an ask-back)
     created_at: str
+    reply: str = ""  # their last message, when it differs: "no", "none of those", a rephrase
     served: bool = False  # the conversation came through `chatbot serve` (a customer's)
     resolved_at: str | None = None  # when a person marked it resolved

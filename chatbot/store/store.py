@@ -323,46 +323,6 @@ class Store(FaqRows):
         """Per model file: turn count, p50/p95 of TTFT and tokens/s, CPU s per 1,000 tokens."""
         return model_stats(self.turns())
 
-    def handoffs(self, *, unresolved: bool = False, message_id: int | None = None) -> list[Handoff]:
-        """Hand-off replies with the question that caused each, newest first; `unresolved`
-        leaves out those a person marked resolved, `message_id` picks one."""
-        sql = """
-            SELECT a.conversation_id, a.id AS message_id, a.created_at, a.resolved_at,
-                   (SELECT u.content FROM messages u
-                    WHERE u.conversation_id = a.conversation_id AND u.id < a.id
-                      AND u.role = 'user'
-                    ORDER BY u.id DESC LIMIT 1) AS question,
-                   EXISTS (SELECT 1 FROM customer_tokens t
-                           WHERE t.conversation_id = a.conversation_id) AS served
-            FROM messages a WHERE a.handoff = 1 AND a.replaced_at IS NULL"""
-        sql += " AND a.resolved_at IS NULL" if unresolved else ""
-        sql += " AND a.id = :id" if message_id is not None else ""
-        with self._guard("read hand-offs"):
-            return [
-                Handoff(
-                    conversation_id=row["conversation_id"],
-                    message_id=row["message_id"],
-                    question=row["question"] or "",
-                    created_at=row["created_at"],
-                    served=bool(row["served"]),
-                    resolved_at=row["resolved_at"],
-                )
-                for row in self.db.query(sql + " ORDER BY a.id DESC", {"id": message_id})
-            ]
-
-    def resolve_handoff(self, message_id: int) -> Handoff:
-        """Mark a hand-off resolved (once; the first time is kept) and return it."""
-        with self._write("mark a hand-off resolved"):
-            self.db.execute(
-                "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
-                "WHERE id = ? AND handoff = 1",
-                [now(), message_id],
-            )
-        found = self.handoffs(message_id=message_id)
-        if not found:
-            raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
-        return found[0]
-
     # Customers of `chatbot serve`
 
     def add_customer_token(self, conversation_id: int, token: str) -> None:

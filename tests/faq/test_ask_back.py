@@ -146,7 +146,8 @@ def test_no_hands_off_and_the_outcome_is_kept(chat, store, store_kb):
     declined = say(session, "none of those")
     assert declined.handoff and declined.answer == store_kb.handoff_reply
     assert store.messages(session.conversation_id)[1].outcome == "declined"
-    assert [h.question for h in store.handoffs()] == ["none of those"]
+    # the support team sees what the customer asked, and that they declined the choices
+    assert [(h.question, h.reply) for h in store.handoffs()] == [(ASKS_BACK, "none of those")]
     assert store.faq_counts().declined == 1
 
 

@@ -57,7 +57,8 @@ def test_an_ask_back_then_no_gets_the_handoff(ask):
     assert declined["handoff"] and declined["answer"] == DEFAULT_HANDOFF_REPLY
     assert declined["clarify"] == []
     handoffs = as_json(ask("--json", command="handoffs"))
-    assert [(h["question"], h["conversation_id"]) for h in handoffs] == [("no", int(conversation))]
+    listed = [(h["question"], h["reply"], h["conversation_id"]) for h in handoffs]
+    assert listed == [(ASKS_BACK, "no", int(conversation))]
     shown = ask(command="stats")
     assert shown.returncode == 0, shown.stderr
     assert "ask-backs: 1: 0 picked a choice, 1 said none (handed off)" in shown.stdout
