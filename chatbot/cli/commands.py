@@ -233,9 +233,14 @@ def _stats_lines(s: "ModelStats") -> list[str]:
 
 
 def cmd_handoffs(args: argparse.Namespace, store: Store) -> int:
+    if args.reply is not None and args.resolve is None:
+        raise ChatbotError("--reply needs --resolve ID: the hand-off it answers")
     if args.resolve is not None:
-        done = store.resolve_handoff(args.resolve)
-        print(f"hand-off {done.message_id} (conversation {done.conversation_id}) is resolved")
+        done = store.resolve_handoff(args.resolve, args.reply)
+        replied = "; your reply is in the conversation" if args.reply is not None else ""
+        print(
+            f"hand-off {done.message_id} (conversation {done.conversation_id}) is resolved{replied}"
+        )
         return 0
     handoffs = store.handoffs(unresolved=args.open)
     code = _print_rows(args, handoffs, "no hand-offs", _handoff_lines)

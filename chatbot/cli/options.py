@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
                 metavar="ID",
                 help="mark hand-off ID resolved (the id listed)",
             )
+            sub.add_argument(
+                "--reply",
+                metavar="TEXT",
+                help="with --resolve: a person's answer, saved in the conversation where the "
+                "customer reads it (the web page shows it; the bot's prompt leaves it out)",
+            )
         _common(sub, suppress=True, command=name)
     return parser
 

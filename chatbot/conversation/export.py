@@ -32,7 +32,8 @@ def export_conversation(store: Store, conversation_id: int, fmt: str = "md") -> 
     if conversation.system_prompt:
         lines += ["**System prompt:**", "", _quote(conversation.system_prompt), ""]
     for message in messages:
-        lines += [f"## {_SPEAKERS.get(message.role, message.role)}", "", message.content, ""]
+        speaker = "Support team" if message.from_person else _SPEAKERS.get(message.role)
+        lines += [f"## {speaker or message.role}", "", message.content, ""]
         notes = []
         if message.stopped:
             notes.append("stopped before the end")

@@ -193,6 +193,7 @@ class HistoryMessage(BaseModel):
     handoff: bool = False
     unsupported_facts: list[str] = Field(default_factory=list)
     clarify: list[ClarifyChoice] | None = None
+    person: bool = False  # a person of the support team wrote it (`chatbot handoffs --reply`)
 
 
 class History(BaseModel):

@@ -142,6 +142,7 @@ def history(backend: Backend, token: str, messages: list[Message]) -> History:
                 handoff=m.handoff,
                 unsupported_facts=list(m.unsupported),
                 clarify=_clarify(backend, m.choices),
+                person=m.from_person,
             )
             for m in messages
         ],

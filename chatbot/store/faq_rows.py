@@ -5,7 +5,7 @@ resolved, and the counts and lists `chatbot stats` and `chatbot handoffs` print.
 """
 
 from chatbot.errors import StoreError
-from chatbot.store.records import FaqCounts, Handoff, now
+from chatbot.store.records import PERSON_BAND, FaqCounts, Handoff, now
 
 # The customer's latest message before the hand-off `a`; with _OPENING, the latest one that
 # was not a reply to an ask-back: "no" to "Did you mean ...?" is not the question to answer.
@@ -28,7 +28,7 @@ _HANDOFFS = f"""
 
 
 class FaqRows:
-    """Mixed into `Store`: uses its `db`, `_guard` and `_write`."""
+    """Mixed into `Store`: uses its `db`, `_guard`, `_write` and `add_message`."""
 
     def record_outcome(self, message_id: int, outcome: str, choice: str | None = None) -> None:
         """What became of an ask-back or a hand-off (see migration 0007). A hand-off the
@@ -82,15 +82,20 @@ class FaqRows:
             for row in rows
         ]
 
-    def resolve_handoff(self, message_id: int) -> Handoff:
-        """Mark a hand-off resolved (once; the first time is kept) and return it."""
+    def resolve_handoff(self, message_id: int, reply: str | None = None) -> Handoff:
+        """Mark a hand-off resolved (once; the first time is kept) and return it. With
+        `reply`, a person's answer goes into its conversation, where the customer reads it."""
+        found = self.handoffs(message_id=message_id)
+        if not found:
+            raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
+        if reply is not None and not reply.strip():
+            raise StoreError("the reply is empty; write the answer the customer should read")
+        if reply is not None:
+            self.add_message(found[0].conversation_id, "assistant", reply.strip(), band=PERSON_BAND)
         with self._write("mark a hand-off resolved"):
             self.db.execute(
                 "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
                 "WHERE id = ? AND handoff = 1",
                 [now(), message_id],
             )
-        found = self.handoffs(message_id=message_id)
-        if not found:
-            raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
-        return found[0]
+        return self.handoffs(message_id=message_id)[0]

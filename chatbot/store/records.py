@@ -55,6 +55,14 @@ class Message:
     generated: str | None = None  # the model's reply, when the article was shown instead
     replaced_at: str | None = None  # set when the turn was sent again (kept as an alternative)
 
+    @property
+    def from_person(self) -> bool:
+        """A reply a person of the support team wrote (`chatbot handoffs --reply`)."""
+        return self.band == PERSON_BAND
+
+
+PERSON_BAND = "person"
+
 
 @dataclass(frozen=True)
 class TurnRecord:

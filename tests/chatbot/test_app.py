@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.widgets import Label
 from textual.widgets.markdown import MarkdownBlock
 
 from chatbot.engines.base import GenerationOptions
@@ -187,6 +188,22 @@ async def test_html_in_a_message_is_shown_as_typed(make_app, db_path):
         shown = [str(block._content) for block in app.query(MarkdownBlock)]
         assert shown == ["<b>urgent</b> <script>alert(1)</script>", "<div>order 1234</div>",
                          "<i>noted</i>"]  # fmt: skip
+        await ready(pilot)
+
+
+async def test_a_persons_reply_to_a_handoff_is_shown_as_the_support_teams(make_app, db_path):
+    conversation = seed_conversation(db_path, "Bikes", [])
+    store = Store(db_path)
+    store.add_message(conversation, "user", "Do you rent bikes?")
+    handoff = store.add_message(conversation, "assistant", "Passed on.", handoff=True)
+    store.resolve_handoff(handoff.id, "Sam here: not yet, in spring!")
+    store.close()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        person = app.query(MessageBubble).last()
+        assert person.has_class("person") and person.text == "Sam here: not yet, in spring!"
+        assert str(person.query_one(".role", Label).render()) == "Support team"
         await ready(pilot)
 
 

@@ -35,7 +35,7 @@ READS = {
     "history": {"--search", "--json", "--db"},
     "export": {"--format", "--db"},
     "stats": {"--json", "--db"},
-    "handoffs": {"--json", "--open", "--resolve", "--db"},
+    "handoffs": {"--json", "--open", "--resolve", "--reply", "--db"},
     "faq-eval": {"--json", "--faq", "--faq-confidence", "--handoff-reply"},
     "serve": {
         "--host",

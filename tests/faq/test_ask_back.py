@@ -8,7 +8,7 @@ answers are the articles' own text and every assertion is exact).
 import pytest
 
 from chatbot.conversation.policy import AskModel
-from chatbot.conversation.session import Session, TurnResult
+from chatbot.conversation.session import Session, TurnResult, model_history
 from chatbot.engines.llama import LlamaEngine
 from chatbot.errors import ChatbotError
 from chatbot.faq.ask_back import Pick, read_pick
@@ -149,6 +149,23 @@ def test_no_hands_off_and_the_outcome_is_kept(chat, store, store_kb):
     # the support team sees what the customer asked, and that they declined the choices
     assert [(h.question, h.reply) for h in store.handoffs()] == [(ASKS_BACK, "none of those")]
     assert store.faq_counts().declined == 1
+
+
+def test_a_persons_reply_to_a_handoff_resolves_it_and_stays_out_of_the_prompt(chat, store):
+    session = chat()
+    say(session, ASKS_BACK)
+    say(session, "none of those")
+    handoff = store.handoffs()[0]
+    with pytest.raises(ChatbotError, match="the reply is empty"):
+        store.resolve_handoff(handoff.message_id, "  ")
+    assert store.handoffs()[0].resolved_at is None  # nothing half done
+    done = store.resolve_handoff(handoff.message_id, "Hi, Sam here: which order is it?")
+    assert done.resolved_at is not None
+    last = store.messages(session.conversation_id)[-1]
+    assert last.from_person and last.content == "Hi, Sam here: which order is it?"
+    assert say(session, "1").band == "choice_help"  # the bot's own turns go on as before
+    history = store.messages(session.conversation_id)
+    assert last.id not in [m.id for m in model_history(history)]
 
 
 def test_out_of_range_asks_again_and_nothing_is_lost(chat, store):

@@ -64,6 +64,23 @@ def test_an_ask_back_then_no_gets_the_handoff(ask):
     assert "ask-backs: 1: 0 picked a choice, 1 said none (handed off)" in shown.stdout
 
 
+def test_a_person_answers_a_handoff_from_the_command_line(ask):
+    conversation = str(as_json(ask("--json", ASKS_BACK))["conversation_id"])
+    ask("--json", "--conversation", conversation, "no")
+    handoff = as_json(ask("--json", command="handoffs"))[0]["message_id"]
+    alone = ask("--reply", "Hello", command="handoffs")
+    assert (alone.returncode, alone.stderr) == (2, "error: --reply needs --resolve ID: "
+                                                   "the hand-off it answers\n")  # fmt: skip
+    empty = ask("--resolve", handoff, "--reply", " ", command="handoffs")
+    assert empty.returncode == 2 and empty.stderr.startswith("error: the reply is empty")
+    done = ask("--resolve", handoff, "--reply", "Sam here: which order is it?", command="handoffs")
+    assert done.returncode == 0, done.stderr
+    assert "is resolved; your reply is in the conversation" in done.stdout
+    exported = ask(conversation, command="export")
+    assert exported.stdout.rstrip().endswith("## Support team\n\nSam here: which order is it?")
+    assert "resolved" in ask(command="handoffs").stdout
+
+
 def test_a_pick_by_number_in_text_mode(ask):
     asked = ask(ASKS_BACK)
     assert asked.returncode == 0 and "Did you mean" in asked.stdout

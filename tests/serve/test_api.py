@@ -122,9 +122,17 @@ def test_handoff_is_marked_and_listed_for_the_support_team(server, client):
     store = server.store()
     try:
         listed = [h for h in store.handoffs() if h.question == question]
+        assert listed and listed[0].served and listed[0].resolved_at is None
+        # A person answers it (`chatbot handoffs --resolve ID --reply TEXT`): the customer
+        # reads it in their conversation, marked as a person's.
+        store.resolve_handoff(listed[0].message_id, "Ulaanbaatar. A person of the team here.")
     finally:
         store.close()
-    assert listed and listed[0].served and listed[0].resolved_at is None
+    history = client.get(f"/v1/conversations/{body['conversation_id']}").json()["messages"]
+    assert [(m["content"], m["person"]) for m in history[-2:]] == [
+        (DEFAULT_HANDOFF_REPLY, False),
+        ("Ulaanbaatar. A person of the team here.", True),
+    ]
 
 
 def test_ask_back_offers_its_choices_and_a_number_picks_one(server, client):

@@ -130,3 +130,29 @@ def test_faq_reply_shows_its_article_and_a_handoff_and_both_survive_a_reload(bro
     assert "How long does it take" in page.text_content(".msg.assistant .source summary")
     assert saved(faq_server, page) == before
     page.close()
+
+
+def test_a_persons_reply_to_a_handoff_reaches_the_open_page(browser, faq_server):
+    """After a hand-off the page asks for the conversation every 15 s (the page's clock is
+    Playwright's, run forward); a person's reply shows up marked as theirs, and once only."""
+    page = browser.new_page(viewport={"width": 390, "height": 844})
+    page.clock.install()
+    page.goto(faq_server.url)
+    ask(page, "I want to talk to a real person")
+    store = faq_server.store()
+    try:
+        handoff = store.handoffs()[0]
+        store.resolve_handoff(handoff.message_id, "Hi, this is Sam from the team: <b>hello</b>")
+    finally:
+        store.close()
+    page.clock.run_for(16_000)
+    page.wait_for_selector(".msg.person")
+    assert page.text_content(".msg.person .from") == "Support team"
+    assert shown(page)[-1] == "Hi, this is Sam from the team: <b>hello</b>"  # text, not HTML
+    page.clock.run_for(60_000)  # no more asking, nothing shown twice
+    assert len(page.query_selector_all(".msg.person")) == 1
+    page.reload()
+    page.wait_for_selector(".msg.person")
+    assert shown(page)[-1] == "Hi, this is Sam from the team: <b>hello</b>"
+    assert len(page.query_selector_all(".msg.person")) == 1
+    page.close()

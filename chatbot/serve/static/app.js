@@ -135,30 +135,75 @@ async function send(text) {
       // The reply as saved: a reply that began repeating itself was cut where the repeat began.
       if (typeof event.answer === "string") replyText.textContent = event.answer;
       showOutcome(reply, event);
+      if (event.handoff) awaitPerson();
     }
   }
 }
 
-// A reload: show the conversation this browser had, as the server saved it.
-async function restore() {
+// The conversation as the server saved it; null when there is none to show.
+async function savedConversation() {
   const conversation = localStorage.getItem(CONVERSATION);
-  if (!conversation) return;
+  if (!conversation) return null;
   const response = await fetch(`/v1/conversations/${encodeURIComponent(conversation)}`, {
     headers: headers(),
   });
   if (response.status === 404) {
     localStorage.removeItem(CONVERSATION);
-    return;
+    return null;
   }
   if (!response.ok) {
     if (response.status === 401) keyForm.hidden = false;
     status.textContent = await errorText(response);
-    return;
+    return null;
   }
-  for (const message of (await response.json()).messages) {
+  return response.json();
+}
+
+function showPerson(message) {
+  const node = bubble("assistant person", message.content);
+  node.prepend(element("p", "from", "Support team"));
+}
+
+// After a hand-off, a person answers later (`chatbot handoffs --reply`): until their reply
+// comes, the page asks for the conversation every POLL_MS and shows the replies it lacks.
+const POLL_MS = 15000;
+let personReplies = 0;
+let polling = null;
+
+function stopWaiting() {
+  clearInterval(polling);
+  polling = null;
+}
+
+function awaitPerson() {
+  if (polling) return;
+  polling = setInterval(async () => {
+    const found = await savedConversation().catch(() => null);
+    if (!found) return;
+    const replies = found.messages.filter((message) => message.person);
+    replies.slice(personReplies).forEach(showPerson);
+    if (replies.length > personReplies) stopWaiting();
+    personReplies = Math.max(personReplies, replies.length);
+  }, POLL_MS);
+}
+
+// A reload: show the conversation this browser had, as the server saved it.
+async function restore() {
+  const found = await savedConversation();
+  if (!found) return;
+  let waiting = false;
+  for (const message of found.messages) {
+    if (message.person) {
+      showPerson(message);
+      personReplies += 1;
+      waiting = false;
+      continue;
+    }
     const node = bubble(message.role, message.content);
     if (message.role === "assistant") showOutcome(node, message);
+    waiting = waiting || Boolean(message.handoff);
   }
+  if (waiting) awaitPerson();
 }
 
 async function submit(text) {
@@ -192,6 +237,8 @@ input.addEventListener("keydown", (event) => {
 
 document.getElementById("new-chat").addEventListener("click", () => {
   localStorage.removeItem(CONVERSATION);
+  stopWaiting();
+  personReplies = 0;
   const hint = element("p", "hint", "A new conversation: ask us anything.");
   hint.id = "hint";
   log.replaceChildren(hint);

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 HANDOFF_LABEL = "Handed off to a human agent"
 ROLE_TITLES = {"user": "You", "assistant": "Assistant"}
+PERSON_TITLE = "Support team"  # a person's reply to a hand-off (`chatbot handoffs --reply`)
 
 
 @dataclass
@@ -256,7 +257,10 @@ class MessageView(VerticalScroll, can_focus=True):
         bubbles = [self.bubble(stored.role, stored.content) for stored in messages]
         await self.mount_all(bubbles)
         for bubble, stored in zip(bubbles, messages, strict=True):
-            if stored.role == "assistant":
+            if stored.from_person:
+                bubble.query_one(".role", Label).update(Content(PERSON_TITLE))
+                bubble.add_class("person")
+            elif stored.role == "assistant":
                 bubble.show_outcome(
                     stopped=stored.stopped,
                     sources=stored.sources,
