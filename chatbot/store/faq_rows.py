@@ -28,7 +28,7 @@ _HANDOFFS = f"""
 
 
 class FaqRows:
-    """Mixed into `Store`: uses its `db`, `_guard`, `_write` and `add_message`."""
+    """Mixed into `Store`: uses its `db`, `_guard`, `_write` and `_insert_message`."""
 
     def record_outcome(self, message_id: int, outcome: str, choice: str | None = None) -> None:
         """What became of an ask-back or a hand-off (see migration 0007). A hand-off the
@@ -90,9 +90,12 @@ class FaqRows:
             raise StoreError(f"no hand-off {message_id}; `chatbot handoffs` lists them")
         if reply is not None and not reply.strip():
             raise StoreError("the reply is empty; write the answer the customer should read")
-        if reply is not None:
-            self.add_message(found[0].conversation_id, "assistant", reply.strip(), band=PERSON_BAND)
-        with self._write("mark a hand-off resolved"):
+        with self._write("mark a hand-off resolved"):  # the reply and the mark, or neither
+            if reply is not None:
+                self._insert_message(
+                    {"conversation_id": found[0].conversation_id, "role": "assistant",
+                     "content": reply.strip(), "band": PERSON_BAND}
+                )  # fmt: skip
             self.db.execute(
                 "UPDATE messages SET resolved_at = COALESCE(resolved_at, ?) "
                 "WHERE id = ? AND handoff = 1",

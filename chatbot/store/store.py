@@ -282,13 +282,11 @@ class Store(FaqRows):
         generated: str | None = None,
     ) -> Message:
         """Save one message and touch the conversation, in one transaction."""
-        stamp = now()
         row = {
             "conversation_id": conversation_id,
             "role": role,
             "content": content,
             "prompt_content": prompt_content,
-            "created_at": stamp,
             "stopped": int(stopped),
             "sources": json.dumps(list(sources)),
             "handoff": int(handoff),
@@ -299,10 +297,17 @@ class Store(FaqRows):
             "generated": generated,
         }
         with self._write("save a message"):
-            mid = self.db["messages"].insert(row).last_pk
-            self.db.execute(
-                "UPDATE conversations SET updated_at = ? WHERE id = ?", [stamp, conversation_id]
-            )
+            return self._insert_message(row)
+
+    def _insert_message(self, fields: dict) -> Message:
+        """Within a write: the message (columns left out take their defaults), and the
+        conversation touched."""
+        row = {**_MESSAGE_DEFAULTS, **fields, "created_at": now()}
+        mid = self.db["messages"].insert(row).last_pk
+        self.db.execute(
+            "UPDATE conversations SET updated_at = ? WHERE id = ?",
+            [row["created_at"], row["conversation_id"]],
+        )
         return _message({**row, "id": mid})
 
     # Latency log
@@ -358,3 +363,6 @@ def _message(row: dict) -> Message:
 
 
 _MESSAGE_FIELDS = tuple(field.name for field in dataclasses.fields(Message))
+# What a message row holds unless said otherwise (JSON lists empty, flags off).
+_MESSAGE_DEFAULTS = {"stopped": 0, "handoff": 0, "sources": "[]", "unsupported": "[]",
+                     "choices": "[]"}  # fmt: skip
