@@ -30,6 +30,7 @@ from chatbot.tui.layout import BREAKPOINTS, ListAndTheme
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.screens.person_reply import PersonReplyScreen
 from chatbot.tui.screens.rename import RenameScreen
 from chatbot.tui.screens.settings import SettingsDefaults, SettingsScreen, cached_models
 from chatbot.tui.signals import close_on_signals, default_signals
@@ -323,6 +324,26 @@ class ChatApp(ListAndTheme, App[None]):
                 await self.refresh_list()
 
         self.push_screen(RenameScreen(chosen.title), rename)
+
+    def action_answer_handoff(self) -> None:
+        """The support team's answer to the open conversation's newest open hand-off."""
+        if self.panel.busy():
+            return
+        cid, found = self.conversation_id, []
+        with shown_errors(self):
+            found = [h for h in self.store.handoffs(unresolved=True) if h.conversation_id == cid]
+        if not found:
+            self.notify("No open hand-off in this conversation.", markup=False)
+            return
+
+        async def answer(reply: str | None) -> None:
+            if reply:
+                with shown_errors(self):
+                    self.store.resolve_handoff(found[0].message_id, reply)
+                    self.notify("Saved: the customer reads it in their conversation.")
+                await self.open_conversation(cid)
+
+        self.push_screen(PersonReplyScreen(found[0].question), answer)
 
     def action_delete_conversation(self) -> None:
         chosen = self.target("delete")

@@ -40,6 +40,7 @@ APP_COMMANDS: tuple[AppCommand, ...] = (
     AppCommand("f3", "settings", "Conversation settings"),
     AppCommand("f2", "rename_conversation", "Rename the conversation"),
     AppCommand("f8", "delete_conversation", "Delete the conversation", "Delete"),
+    AppCommand("f7", "answer_handoff", "Answer the conversation's hand-off as a person"),
     AppCommand("ctrl+s", "export_conversation", "Export the conversation", "Export"),
     AppCommand("ctrl+b", "toggle_list", "Show or hide the conversation list", "List"),
     AppCommand("ctrl+f", "search", "Search conversations"),

@@ -21,6 +21,7 @@ from chatbot.tui.app import ChatApp
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportScreen
 from chatbot.tui.screens.help import HelpScreen
+from chatbot.tui.screens.person_reply import PersonReplyScreen
 from chatbot.tui.screens.rename import RenameScreen
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import HANDOFF_LABEL, MessageBubble
@@ -205,6 +206,29 @@ async def test_a_persons_reply_to_a_handoff_is_shown_as_the_support_teams(make_a
         assert person.has_class("person") and person.text == "Sam here: not yet, in spring!"
         assert str(person.query_one(".role", Label).render()) == "Support team"
         await ready(pilot)
+
+
+async def test_f7_answers_the_open_handoff_as_a_person(make_app, db_path):
+    conversation = seed_conversation(db_path, "Bikes", [])
+    store = Store(db_path)
+    store.add_message(conversation, "user", "Do you rent bikes?")
+    store.add_message(conversation, "assistant", "Passed on.", handoff=True)
+    store.close()
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await pilot.press("f7")
+        await wait_for(pilot, lambda: isinstance(app.screen, PersonReplyScreen), "the dialog")
+        assert "Do you rent bikes?" in str(app.screen.query_one("#question", Label).render())
+        await pilot.press("enter")  # empty: refused, the dialog stays
+        assert isinstance(app.screen, PersonReplyScreen)
+        await pilot.press(*"Yes, from May!", "enter")
+        await wait_for(pilot, lambda: app.query(MessageBubble).last().has_class("person"), "it")
+        assert app.query(MessageBubble).last().text == "Yes, from May!"
+        assert app.store.handoffs()[0].resolved_at is not None
+        await pilot.press("f7")  # nothing left to answer
+        await pilot.pause()
+        assert not isinstance(app.screen, PersonReplyScreen)
 
 
 async def test_restart_restores_conversations_replies_and_numbers(make_app):
