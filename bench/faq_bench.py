@@ -12,7 +12,8 @@
    covered questions through Session with the default `--faq-answer auto`: answers stating a
    fact the article lacks (target <= 0.02) and keeping all its key facts (>= 0.90), the quote
    fallback counted as what the customer reads (bench/faq_turns.py judges).
-3. The multi-turn sets (data/eval/*_multiturn.jsonl, held out): the same measures turn by turn.
+3. The multi-turn sets (data/eval/*_multiturn.jsonl, written apart from the code; README says
+   which changes came from them): the same measures turn by turn.
 4. Latency: retrieval per turn on a generated 1,000-entry knowledge base, p50/p95, FTS5 alone
    and the blend (target p95 <= 5 ms).
 
@@ -110,8 +111,8 @@ def bench_answers(engine, kb: KnowledgeBase) -> None:
 
 
 def bench_multiturn(engine, kbs: dict[str, KnowledgeBase], path: Path) -> None:
-    """A held-out multi-turn set, every turn scored; its first conversation shown."""
-    print(f"\nMulti-turn conversations ({path.name}, held out), scored turn by turn:")
+    """A multi-turn set, every turn scored; its first conversation shown."""
+    print(f"\nMulti-turn conversations ({path.name}), scored turn by turn:")
     print(BAND_HEADER)
     total, shown = Tally(), False
     for domain, conversations in multiturn(path).items():
