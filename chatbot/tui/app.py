@@ -287,7 +287,8 @@ class ChatApp(ListAndTheme, App[None]):
         sidebar = self.query_one(ConversationList)
         with shown_errors(self):
             found = self.store.list_conversations(search=sidebar.search_text or None)
-            await sidebar.show(found, self.conversation_id)
+            waiting = frozenset(h.conversation_id for h in self.store.handoffs(unresolved=True))
+            await sidebar.show(found, self.conversation_id, waiting)
 
     def target(self, verb: str) -> Conversation | None:
         """The conversation an action applies to: highlighted in the focused list, else open."""

@@ -222,10 +222,12 @@ async def test_f7_answers_the_open_handoff_as_a_person(make_app, db_path):
         assert "Do you rent bikes?" in str(app.screen.query_one("#question", Label).render())
         await pilot.press("enter")  # empty: refused, the dialog stays
         assert isinstance(app.screen, PersonReplyScreen)
+        assert listed_titles(app) == ["● Bikes"]  # waiting for a person
         await pilot.press(*"Yes, from May!", "enter")
         await wait_for(pilot, lambda: app.query(MessageBubble).last().has_class("person"), "it")
         assert app.query(MessageBubble).last().text == "Yes, from May!"
         assert app.store.handoffs()[0].resolved_at is not None
+        assert listed_titles(app) == ["Bikes"]
         await pilot.press("f7")  # nothing left to answer
         await pilot.pause()
         assert not isinstance(app.screen, PersonReplyScreen)

@@ -11,12 +11,15 @@ from textual.widgets import Input, Label, ListItem, ListView
 
 from chatbot.store.records import Conversation
 
+WAITING_MARK = "● "  # a hand-off in it waits for a person (F7 answers it)
+
 
 class ConversationItem(ListItem):
     """One conversation in the list; keeps its id for the app."""
 
-    def __init__(self, conversation: Conversation) -> None:
-        super().__init__(Label(Content(conversation.title)))
+    def __init__(self, conversation: Conversation, waiting: bool = False) -> None:
+        title = f"{WAITING_MARK if waiting else ''}{conversation.title}"
+        super().__init__(Label(Content(title)), classes="waiting" if waiting else None)
         self.conversation_id = conversation.id
 
 
@@ -44,11 +47,17 @@ class ConversationList(Vertical):
     def search_text(self) -> str:
         return self.query_one("#search", Input).value
 
-    async def show(self, conversations: list[Conversation], selected: int | None) -> None:
-        """Replace the items; highlight the open conversation when it is listed."""
+    async def show(
+        self,
+        conversations: list[Conversation],
+        selected: int | None,
+        waiting: frozenset[int] = frozenset(),
+    ) -> None:
+        """Replace the items; highlight the open conversation when it is listed, and mark
+        those with a hand-off waiting for a person."""
         list_view = self.query_one("#conversations", ListView)
         await list_view.clear()
-        await list_view.extend(ConversationItem(c) for c in conversations)
+        await list_view.extend(ConversationItem(c, c.id in waiting) for c in conversations)
         ids = [c.id for c in conversations]
         list_view.index = ids.index(selected) if selected in ids else None
         searched = self.search_text.strip()
