@@ -26,7 +26,7 @@ from chatbot.errors import ChatbotError
 from chatbot.store.records import Conversation, ConversationSettings
 from chatbot.store.store import Store
 from chatbot.tui.commands import AppCommands, bindings, key_rows
-from chatbot.tui.layout import BREAKPOINTS, ListAndTheme
+from chatbot.tui.layout import BREAKPOINTS, LIST_CHECK_S, ListAndTheme
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
@@ -142,6 +142,7 @@ class ChatApp(ListAndTheme, App[None]):
         with shown_errors(self):  # FAQ mode: a new conversation, not the last general chat
             ids = [conversation_to_open(self.store, ids, self.panel.faq_mode)]
         await self.open_conversation(ids[0] if ids else None)
+        self.set_interval(LIST_CHECK_S, partial(self.refresh_list, only_if_changed=True))
         for warning in self.knowledge_base.warnings[:5] if self.knowledge_base else []:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()
@@ -282,13 +283,6 @@ class ChatApp(ListAndTheme, App[None]):
         if not self.panel.replying:
             self.use_model(self.panel.settings.model_file)
         await self.refresh_list()
-
-    async def refresh_list(self) -> None:
-        sidebar = self.query_one(ConversationList)
-        with shown_errors(self):
-            found = self.store.list_conversations(search=sidebar.search_text or None)
-            waiting = frozenset(h.conversation_id for h in self.store.handoffs(unresolved=True))
-            await sidebar.show(found, self.conversation_id, waiting)
 
     def target(self, verb: str) -> Conversation | None:
         """The conversation an action applies to: highlighted in the focused list, else open."""

@@ -1,7 +1,14 @@
 """What the app remembers between runs and how it fits the screen: the theme, and the
-conversation list shown or hidden (a narrow screen hides it until Ctrl+B shows it)."""
+conversation list shown or hidden (a narrow screen hides it until Ctrl+B shows it) and kept
+up to date with the store.
 
+Customers of `chatbot serve` write to the same store as the app: every LIST_CHECK_S the list
+looks again, so the support team sees new conversations and hand-offs (●) as they come.
+"""
+
+import asyncio
 from dataclasses import replace
+from functools import cached_property
 
 from textual.app import App
 from textual.theme import Theme
@@ -11,14 +18,41 @@ from chatbot.tui.widgets.conversation_list import ConversationList
 from chatbot.tui.widgets.feedback import shown_errors
 from chatbot.tui.widgets.input_box import InputBox
 
+LIST_CHECK_S = 10.0
 # Screen classes by width: below 80 columns the list hides; from 120 it is wider (app.tcss).
 BREAKPOINTS = [(0, "-narrow"), (80, "-normal"), (120, "-wide")]
 
 
 class ListAndTheme(App):
-    """The chat app's preferences (config file) and its conversation list's visibility."""
+    """The chat app's preferences (config file) and its conversation list (the app gives
+    `store` and `conversation_id`)."""
 
     preferences = AppPreferences()
+    _listed: tuple = ()  # what the list shows: conversations, and those waiting for a person
+
+    @cached_property
+    def _list_lock(self) -> asyncio.Lock:
+        return asyncio.Lock()
+
+    async def refresh_list(self, only_if_changed: bool = False) -> None:
+        """The list as the store has it, the open conversation highlighted; `only_if_changed`
+        (the timer) leaves an unchanged list alone and keeps the user's highlight."""
+        async with self._list_lock:  # the timer's look and an action's never interleave
+            await self._refresh_list(only_if_changed)
+
+    async def _refresh_list(self, only_if_changed: bool) -> None:
+        sidebar = self.query_one(ConversationList)
+        with shown_errors(self):
+            store = self.store  # type: ignore[attr-defined]
+            listed = (
+                store.list_conversations(search=sidebar.search_text or None),
+                frozenset(h.conversation_id for h in store.handoffs(unresolved=True)),
+            )
+            if only_if_changed and listed == self._listed:
+                return
+            self._listed = listed
+            kept = sidebar.highlighted_id if only_if_changed else None
+            await sidebar.show(listed[0], kept or self.conversation_id, listed[1])  # type: ignore[attr-defined]
 
     def apply_preferences(self) -> None:
         """The theme and list the user chose last time; a theme chosen later is saved."""

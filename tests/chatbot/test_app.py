@@ -4,12 +4,14 @@ Each test drives the app as a user would (keys, Enter, Esc) and checks both the 
 widgets' text and classes) and the database the app wrote.
 """
 
+import contextlib
 import json
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from textual.css.query import NoMatches
 from textual.widgets import Label
 from textual.widgets.markdown import MarkdownBlock
 
@@ -231,6 +233,29 @@ async def test_f7_answers_the_open_handoff_as_a_person(make_app, db_path):
         await pilot.press("f7")  # nothing left to answer
         await pilot.pause()
         assert not isinstance(app.screen, PersonReplyScreen)
+
+
+async def test_the_list_shows_what_another_process_writes(make_app, db_path, monkeypatch):
+    """Customers of `chatbot serve` write to the same store: the list looks again on a timer."""
+    monkeypatch.setattr("chatbot.tui.app.LIST_CHECK_S", 0.2)
+    seed_conversation(db_path, "Mine", [("Hello", "Hi!")])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert listed_titles(app) == ["Mine"]
+        other = Store(db_path)  # as the server's process would
+        customer = other.new_conversation("A customer").id
+        other.add_message(customer, "user", "Can I rent a tent?")
+        other.add_message(customer, "assistant", "Passed on.", handoff=True)
+        other.close()
+
+        def shown() -> bool:
+            with contextlib.suppress(NoMatches):  # items whose label is not mounted yet
+                return listed_titles(app) == ["● A customer", "Mine"]
+            return False
+
+        await wait_for(pilot, shown, "the customer's conversation, marked")
+        assert app.conversation_id != customer  # nothing opened by itself
 
 
 async def test_restart_restores_conversations_replies_and_numbers(make_app):
