@@ -62,13 +62,22 @@ class FaqRows:
             row = self.db.execute(sql).fetchone()
         return FaqCounts(*(value or 0 for value in row))
 
-    def handoffs(self, *, unresolved: bool = False, message_id: int | None = None) -> list[Handoff]:
+    def handoffs(
+        self,
+        *,
+        unresolved: bool = False,
+        message_id: int | None = None,
+        conversation_id: int | None = None,
+    ) -> list[Handoff]:
         """Hand-off replies with the question that caused each, newest first; `unresolved`
-        leaves out those a person marked resolved, `message_id` picks one."""
+        leaves out those a person marked resolved, `message_id` picks one, `conversation_id`
+        those of one conversation."""
         sql = _HANDOFFS + (" AND a.resolved_at IS NULL" if unresolved else "")
         sql += " AND a.id = :id" if message_id is not None else ""
+        sql += " AND a.conversation_id = :cid" if conversation_id is not None else ""
+        params = {"id": message_id, "cid": conversation_id}
         with self._guard("read hand-offs"):
-            rows = list(self.db.query(sql + " ORDER BY a.id DESC", {"id": message_id}))
+            rows = list(self.db.query(sql + " ORDER BY a.id DESC", params))
         return [
             Handoff(
                 conversation_id=row["conversation_id"],
@@ -81,6 +90,14 @@ class FaqRows:
             )
             for row in rows
         ]
+
+    def waiting_conversations(self) -> frozenset[int]:
+        """The conversations with a hand-off no person has resolved: one cheap scan, for the
+        app's list to mark on its timer (`handoffs` also finds each one's question)."""
+        sql = """SELECT DISTINCT conversation_id FROM messages
+                 WHERE handoff = 1 AND resolved_at IS NULL AND replaced_at IS NULL"""
+        with self._guard("read hand-offs"):
+            return frozenset(row[0] for row in self.db.execute(sql).fetchall())
 
     def resolve_handoff(self, message_id: int, reply: str | None = None) -> Handoff:
         """Mark a hand-off resolved (once; the first time is kept) and return it. With

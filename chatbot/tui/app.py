@@ -30,8 +30,7 @@ from chatbot.tui.layout import BREAKPOINTS, LIST_CHECK_S, ListAndTheme
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportChoice, ExportScreen, write_export
 from chatbot.tui.screens.help import HelpScreen
-from chatbot.tui.screens.person_reply import PersonReplyScreen
-from chatbot.tui.screens.rename import RenameScreen
+from chatbot.tui.screens.rename import PersonReplyScreen, RenameScreen
 from chatbot.tui.screens.settings import SettingsDefaults, SettingsScreen, cached_models
 from chatbot.tui.signals import close_on_signals, default_signals
 from chatbot.tui.widgets.chat_panel import ChatPanel, ReplyStarted
@@ -326,7 +325,7 @@ class ChatApp(ListAndTheme, App[None]):
             return
         cid, found = self.conversation_id, []
         with shown_errors(self):
-            found = [h for h in self.store.handoffs(unresolved=True) if h.conversation_id == cid]
+            found = self.store.handoffs(unresolved=True, conversation_id=cid) if cid else []
         if not found:
             self.notify("No open hand-off in this conversation.", markup=False)
             return

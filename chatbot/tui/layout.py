@@ -46,7 +46,7 @@ class ListAndTheme(App):
             store = self.store  # type: ignore[attr-defined]
             listed = (
                 store.list_conversations(search=sidebar.search_text or None),
-                frozenset(h.conversation_id for h in store.handoffs(unresolved=True)),
+                store.waiting_conversations(),
             )
             if only_if_changed and listed == self._listed:
                 return

@@ -23,8 +23,7 @@ from chatbot.tui.app import ChatApp
 from chatbot.tui.screens.confirm import ConfirmScreen
 from chatbot.tui.screens.export import ExportScreen
 from chatbot.tui.screens.help import HelpScreen
-from chatbot.tui.screens.person_reply import PersonReplyScreen
-from chatbot.tui.screens.rename import RenameScreen
+from chatbot.tui.screens.rename import PersonReplyScreen, RenameScreen
 from chatbot.tui.widgets.input_box import InputBox
 from chatbot.tui.widgets.message_view import HANDOFF_LABEL, MessageBubble
 from chatbot.tui.widgets.status_line import StatusLine
@@ -221,7 +220,7 @@ async def test_f7_answers_the_open_handoff_as_a_person(make_app, db_path):
         await ready(pilot)
         await pilot.press("f7")
         await wait_for(pilot, lambda: isinstance(app.screen, PersonReplyScreen), "the dialog")
-        assert "Do you rent bikes?" in str(app.screen.query_one("#question", Label).render())
+        assert "Do you rent bikes?" in str(app.screen.query_one("#note", Label).render())
         await pilot.press("enter")  # empty: refused, the dialog stays
         assert isinstance(app.screen, PersonReplyScreen)
         assert listed_titles(app) == ["● Bikes"]  # waiting for a person
