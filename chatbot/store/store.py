@@ -240,6 +240,12 @@ class Store(FaqRows):
             )
             return [_message(row) for row in rows]
 
+    def last_message_id(self, conversation_id: int) -> int | None:
+        """The id of the conversation's newest message: whether someone else wrote to it."""
+        sql = "SELECT max(id) FROM messages WHERE conversation_id = ? AND replaced_at IS NULL"
+        with self._guard("read messages"):
+            return self.db.execute(sql, [conversation_id]).fetchone()[0]
+
     def replace_messages(self, message_ids: list[int]) -> None:
         """Take messages out of their conversation (a turn regenerated or edited and resent);
         they stay in the database as alternatives (`alternatives`), never deleted."""

@@ -141,7 +141,7 @@ class ChatApp(ListAndTheme, App[None]):
         with shown_errors(self):  # FAQ mode: a new conversation, not the last general chat
             ids = [conversation_to_open(self.store, ids, self.panel.faq_mode)]
         await self.open_conversation(ids[0] if ids else None)
-        self.set_interval(LIST_CHECK_S, partial(self.refresh_list, only_if_changed=True))
+        self.set_interval(LIST_CHECK_S, self.check_store)
         for warning in self.knowledge_base.warnings[:5] if self.knowledge_base else []:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()

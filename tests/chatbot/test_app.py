@@ -257,6 +257,33 @@ async def test_the_list_shows_what_another_process_writes(make_app, db_path, mon
         assert app.conversation_id != customer  # nothing opened by itself
 
 
+async def test_the_open_conversation_shows_what_another_process_adds(
+    make_app, db_path, monkeypatch
+):
+    """A customer writes on through `chatbot serve` while the support team has the conversation
+    open: their message appears, and what the team was typing stays, focused."""
+    monkeypatch.setattr("chatbot.tui.app.LIST_CHECK_S", 0.2)
+    mine = seed_conversation(db_path, "Mine", [("Hello", "Hi!")])
+    app = make_app()
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        assert app.conversation_id == mine
+        await pilot.press(*"Half a rep")
+        other = Store(db_path)  # as the server's process would
+        other.add_message(mine, "user", "Are you still there?")
+        other.add_message(mine, "assistant", "Yes, how can I help?")
+        other.close()
+        expected = [
+            ("user", "Hello"),
+            ("assistant", "Hi!"),
+            ("user", "Are you still there?"),
+            ("assistant", "Yes, how can I help?"),
+        ]
+        await wait_for(pilot, lambda: bubbles(app) == expected, "the customer's new turn")
+        editor = app.query_one(InputBox)
+        assert editor.text == "Half a rep" and editor.has_focus
+
+
 async def test_restart_restores_conversations_replies_and_numbers(make_app):
     app = make_app()
     async with app.run_test(size=SIZE) as pilot:

@@ -73,6 +73,7 @@ class ChatPanel(Vertical):
         self.engine: Engine | None = None  # set by the app once the model has loaded
         self.engine_error: str | None = None
         self._opened: int | None = None  # None: a new conversation, saved on its first send
+        self._seen: int | None = None  # the newest message shown (`catch_up`)
         self.settings = ConversationSettings(system_prompt=system_prompt)
         self._unsaved_settings = False  # set for a new conversation, saved on its first send
         self.session: Session | None = None
@@ -105,12 +106,25 @@ class ChatPanel(Vertical):
             if conversation_id is not None:
                 messages = self.store.messages(conversation_id)
                 settings = self.store.settings(conversation_id)
-        self._opened = conversation_id
+        self._opened, self._seen = conversation_id, messages[-1].id if messages else None
         self.settings, self._unsaved_settings = settings, False
         self.session = None
         self.stop_editing()
         await self.query_one(MessageView).show_history(messages)
         await self._offer(open_choices(messages, self.knowledge_base) if self.faq_mode else ())
+
+    async def catch_up(self) -> None:
+        """Show what someone else added to the open conversation since it was shown: a
+        customer writing through `chatbot serve`, a person's reply from the command line."""
+        cid = self.conversation_id
+        if cid is None or self.replying or self.editing:
+            return
+        with shown_errors(self):
+            if self.store.last_message_id(cid) != self._seen:
+                focused = self.app.focused  # the support team may be typing: keep their place
+                await self._show(cid)
+                if focused is not None and focused.is_attached:
+                    focused.focus()
 
     @property
     def conversation_id(self) -> int | None:
@@ -291,7 +305,8 @@ class ChatPanel(Vertical):
         try:
             before = _last_saved(self.session)
             result, error = self._run_turn(turn, bubble, progress)
-            saved = result is not None or _last_saved(self.session) != before
+            self._seen = _last_saved(self.session)
+            saved = result is not None or self._seen != before
             bubble.post_message(ReplyEnded(result, error, text, user_saved=saved))
         finally:
             self._idle.set()
