@@ -113,25 +113,25 @@ class FaqPolicy:
         return Checked(quoted_answer(entry), (), reason)
 
     def _lookup(
-        self, message: str, history: Sequence[Message], after_ask_back: bool = False
+        self, message: str, history: Sequence[Message], offered: tuple[Choice, ...] = ()
     ) -> TurnDecision:
         """The message looked up: answered, asked back or handed off by its band. Right after
-        an ask-back, a message in the middle band again is handed off (ask once, then a
-        person), and its outcome is recorded on the ask-back."""
+        an ask-back (`offered`), a message in the middle band again whose best entry was among
+        the choices is the same question reworded: handed off (ask once, then a person). One
+        whose best entry was not offered is a new question, asked back afresh. Either way its
+        outcome is recorded on the ask-back."""
         kb = self.knowledge_base
         retrieval = kb.retrieve(message, k=CHOICES, previous=_message_before(history, kb))
-        band = retrieval.band
-        if after_ask_back:
-            outcome = "new_question" if band == "answer" else "handoff"
-            resolves = _resolving(history, outcome)
-            band = "handoff" if band == "ask" else band
-        else:
-            resolves = None
+        band, resolves = retrieval.band, None
+        choices = tuple(Choice(hit.id, hit.question) for hit in retrieval.choices)
+        if offered:  # the same question again (its best entry was offered): a person next
+            again = band == "ask" and choices[0].id in {choice.id for choice in offered}
+            band = "handoff" if again else band
+            resolves = _resolving(history, "handoff" if band == "handoff" else "new_question")
         if band == "handoff":
             return ReplyNow(kb.handoff_reply, "handoff", resolves=resolves)
         if band == "ask":
-            choices = tuple(Choice(hit.id, hit.question) for hit in retrieval.choices)
-            return AskBack(ask_back_text(choices), choices)
+            return AskBack(ask_back_text(choices), choices, resolves=resolves)
         return self._answer(message, retrieval.hits[0], resolves)
 
     def _after_ask_back(
@@ -140,7 +140,7 @@ class FaqPolicy:
         """The customer's reply to "Did you mean ...?": a pick, a no, or something new."""
         pick = read_pick(message, len(offered)) or self._picked_in_words(message, offered)
         if pick is None:
-            return self._lookup(message, history, after_ask_back=True)
+            return self._lookup(message, history, offered)
         if pick.kind == "no":
             return ReplyNow(
                 self.knowledge_base.handoff_reply,

@@ -183,9 +183,17 @@ def test_out_of_range_asks_again_and_nothing_is_lost(chat, store):
 def test_a_middle_band_message_after_an_ask_back_is_handed_off(chat, store):
     session = chat()
     say(session, ASKS_BACK)
-    again = say(session, "account help")  # unclear again: ask once, then a person
+    # Read with the question asked back, still unclear among the same entries: then a person.
+    again = say(session, "and if it's lost?")
     assert again.handoff
     assert store.messages(session.conversation_id)[1].outcome == "handoff"
+    session = chat()
+    asked = say(session, ASKS_BACK)
+    other = say(session, "account help")  # unclear, but about other entries: a new question
+    assert other.band == "ask_back" and other.clarify[0].id.startswith("account-")
+    assert not {c.id for c in other.clarify} & {c.id for c in asked.clarify}
+    assert store.messages(session.conversation_id)[1].outcome == "new_question"
+    assert say(session, "1").sources == (other.clarify[0].id,)  # the new choices are open
     session = chat()
     say(session, ASKS_BACK)
     new = say(session, "Do you deliver on Saturdays?")  # a clear new question is answered
