@@ -3,7 +3,8 @@ conversation list shown or hidden (a narrow screen hides it until Ctrl+B shows i
 up to date with the store.
 
 Customers of `chatbot serve` write to the same store as the app: every LIST_CHECK_S the list
-looks again, so the support team sees new conversations and hand-offs (●) as they come.
+and the open conversation look again, so the support team sees new conversations, hand-offs (●)
+and customers' messages as they come.
 """
 
 import asyncio
@@ -33,6 +34,11 @@ class ListAndTheme(App):
     @cached_property
     def _list_lock(self) -> asyncio.Lock:
         return asyncio.Lock()
+
+    async def check_store(self) -> None:
+        """The timer's look: the list, and the open conversation, as the store has them."""
+        await self.refresh_list(only_if_changed=True)
+        await self.panel.catch_up()  # type: ignore[attr-defined]
 
     async def refresh_list(self, only_if_changed: bool = False) -> None:
         """The list as the store has it, the open conversation highlighted; `only_if_changed`
