@@ -90,3 +90,19 @@ async def test_an_ask_back_choice_is_picked_with_2_and_with_the_mouse(app):
         await wait_for(pilot, lambda: on_screen(app, items[0]), "the choices in view")
         await pick(pilot, lambda: pilot.click(items[0]))
         assert app.store.messages(app.conversation_id)[-1].sources == (first.id,)
+
+
+async def test_typing_over_the_choices_goes_to_the_editor(app):
+    """A customer who ignores the choices and types a new question: no key of it picks
+    ("n" of "and" once meant "none of these" and handed off)."""
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, ASKS_BACK)
+        await wait_for(pilot, lambda: bool(app.query(ChoiceList)), "the choices")
+        assert isinstance(app.focused, ChoiceList)
+        await pilot.press(*"and can I cancel it?")
+        editor = app.query_one(InputBox)
+        assert editor.text == "and can I cancel it?" and editor.has_focus
+        saved = app.store.messages(app.conversation_id)
+        assert [m.role for m in saved] == ["user", "assistant"], "nothing was sent"
+        assert app.query(ChoiceList), "the choices stay open until a message is sent"

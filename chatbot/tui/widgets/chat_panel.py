@@ -345,6 +345,12 @@ class ChatPanel(Vertical):
             offered.focus()
             offered.scroll_visible()
 
+    def on_choice_list_typed_on(self, message: ChoiceList.TypedOn) -> None:
+        """Typing over the choices: the text goes to the editor, which takes the focus."""
+        editor = self.query_one(InputBox)
+        editor.focus()
+        editor.insert(message.text)
+
     async def on_choice_list_picked(self, message: ChoiceList.Picked) -> None:
         """A choice picked: sent as the customer's message, as if typed."""
         if self._can_send():

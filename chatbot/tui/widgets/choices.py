@@ -5,6 +5,8 @@ items to select rather than text to retype. Picking one posts `ChoiceList.Picked
 send as the customer's message ("2", or "no" for none of them), which the chat panel sends like
 typed text, so the store and the bot see exactly what `chatbot ask` would. The list goes once a
 new turn starts. `open_choices` finds the choices still open when a saved conversation is shown.
+A customer who ignores the choices and types goes on typing: any other printable key goes to
+the editor (`TypedOn`), so "and ..." never reads as a key that picks.
 """
 
 from collections.abc import Sequence
@@ -26,7 +28,7 @@ if TYPE_CHECKING:
     from chatbot.store.store import Store
 
 NONE_OF_THEM = "None of these: pass me to a person"
-HINT = "Press 1-{n} or click to choose · n: none of these · Tab: back to typing"
+HINT = "Press 1-{n} or click to choose · 0: none of these · or type a new message"
 
 
 class ChoiceItem(Static):
@@ -53,12 +55,18 @@ class ChoiceList(Vertical, can_focus=True):
     """
     BINDINGS = [
         *(Binding(str(n), f"pick({n})", f"Choice {n}", show=False) for n in range(1, 10)),
-        Binding("n", "none", "None of these", show=False),
+        Binding("0", "none", "None of these", show=False),
     ]
 
     @dataclass
     class Picked(Message):
         """What to send as the customer's message: a choice's number, or "no"."""
+
+        text: str
+
+    @dataclass
+    class TypedOn(Message):
+        """A printable key that picks nothing: the start of a message for the editor."""
 
         text: str
 
@@ -83,6 +91,12 @@ class ChoiceList(Vertical, can_focus=True):
         """Under the reply, in view: the conversation scrolled to its end."""
         if self.parent is not None and self.is_mounted:
             self.parent.scroll_end(animate=False)
+
+    def on_key(self, event: events.Key) -> None:
+        if event.is_printable and event.character and not event.character.isdigit():
+            event.stop()
+            event.prevent_default()
+            self.post_message(self.TypedOn(event.character))
 
     def action_pick(self, number: int) -> None:
         if 1 <= number <= len(self.choices):
