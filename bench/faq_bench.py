@@ -1,4 +1,4 @@
-"""FAQ bot benchmark: the three bands on fifteen knowledge bases side by side, in one run.
+"""FAQ bot benchmark: the three bands on seventeen knowledge bases side by side, in one run.
 
 1. Bands: each knowledge base opened fresh, its thresholds measured on itself (no labelled
    question: chatbot.faq.calibration), then its labelled questions looked up: uncovered ones
@@ -46,6 +46,8 @@ DOMAINS = {  # name: (knowledge base, labelled questions, held out)
     "utility": (FAQ / "utility_faq.jsonl", EVAL / "utility_eval.jsonl", True),
     "telecom": (FAQ / "telecom_faq.jsonl", EVAL / "telecom_eval.jsonl", True),
     "pharmacy": (FAQ / "pharmacy_faq.jsonl", EVAL / "pharmacy_eval.jsonl", True),
+    "insurance": (FAQ / "insurance_faq.jsonl", EVAL / "insurance_eval.jsonl", True),
+    "courier": (FAQ / "courier_faq.jsonl", EVAL / "courier_eval.jsonl", True),
     # Written together for a training experiment (README): never used to tune the answer gate.
     **{
         name: (FAQ / f"{name}_faq.jsonl", EVAL / f"{name}_eval.jsonl", True)
