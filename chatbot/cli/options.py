@@ -297,7 +297,7 @@ def _add_faq_eval(commands: argparse._SubParsersAction) -> None:
         help=text,
         description=text[0].upper() + text[1:] + ". Each line of QUESTIONS is "
         '{"question": "...", "expected": "<entry id>"} for a question the FAQ answers, or '
-        '"expected": "handoff" for one it does not. Needs --faq. No model is loaded.',
+        '"expected": "handoff" (or null) for one it does not. Needs --faq. No model is loaded.',
     )
     faq_eval.add_argument("questions", type=Path, metavar="QUESTIONS", help="a JSONL file")
     faq_eval.add_argument("--json", action="store_true", help="print JSON")

@@ -64,8 +64,9 @@ class Evaluation:
 
 
 def load_questions(path: Path, known_ids: set[str]) -> tuple[list[LabelledQuestion], list[str]]:
-    """Read {"question": ..., "expected": "<id>" | "handoff"} lines (with "previous", the
-    message before, for a follow-up); bad lines become warnings."""
+    """Read {"question": ..., "expected": "<id>" | "handoff" | null} lines (with "previous",
+    the message before, for a follow-up); bad lines become warnings. null, as the project's
+    own labelled sets write it, means no entry answers the question: the same as "handoff"."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
@@ -95,10 +96,12 @@ def _parse(line: str, known_ids: set[str]) -> tuple[str, LabelledQuestion | None
     if not isinstance(value, dict):
         return 'expected an object with "question" and "expected"', None
     question, expected = value.get("question"), value.get("expected")
+    if "expected" in value and expected is None:
+        expected = HANDOFF  # JSON null: no entry answers it
     if not isinstance(question, str) or not question.strip():
         return "missing or empty 'question'", None
     if not isinstance(expected, str | int) or str(expected).strip() == "":
-        return "missing 'expected' (an entry id, or \"handoff\")", None
+        return "missing 'expected' (an entry id, or \"handoff\" or null)", None
     expected = str(expected).strip()
     if expected != HANDOFF and expected not in known_ids:
         return f"'expected' names no entry of the FAQ: {expected!r}", None

@@ -43,12 +43,14 @@ def test_bad_lines_are_warnings_with_their_number(tmp_path):
             {"question": "  ", "expected": "hours"},
             {"question": "Parking?"},
             QUESTIONS[2],
+            {"question": "Is there a sauna?", "expected": None},  # null: no entry answers it
         ],
     )
     questions, warnings = load_questions(path, {"hours", "towels"})
     assert questions == [
         LabelledQuestion("What time does the gym close?", "hours"),
         LabelledQuestion("Who won the football last night?", HANDOFF),
+        LabelledQuestion("Is there a sauna?", HANDOFF),
     ]
     assert [w.split(":")[0] for w in warnings] == ["line 2", "line 3", "line 4", "line 5"]
     assert "names no entry of the FAQ: 'pool'" in warnings[1]
