@@ -49,10 +49,10 @@ class ListAndTheme(App):
     async def _refresh_list(self, only_if_changed: bool) -> None:
         sidebar = self.query_one(ConversationList)
         with shown_errors(self):
-            store, search = self.store, sidebar.search_text or None  # type: ignore[attr-defined]
-            # Read off the UI thread: a large store must not freeze the screen every tick.
-            listed = await asyncio.to_thread(
-                lambda: (store.list_conversations(search=search), store.waiting_conversations())
+            store = self.store  # type: ignore[attr-defined]
+            listed = (
+                store.list_conversations(search=sidebar.search_text or None),
+                store.waiting_conversations(),
             )
             if only_if_changed and listed == self._listed:
                 return
