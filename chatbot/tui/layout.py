@@ -8,10 +8,12 @@ and customers' messages as they come.
 """
 
 import asyncio
+import contextlib
 from dataclasses import replace
 from functools import cached_property
 
 from textual.app import App
+from textual.css.query import NoMatches
 from textual.theme import Theme
 
 from chatbot.cli.config import AppPreferences, load_preferences, save_preferences
@@ -37,8 +39,9 @@ class ListAndTheme(App):
 
     async def check_store(self) -> None:
         """The timer's look: the list, and the open conversation, as the store has them."""
-        await self.refresh_list(only_if_changed=True)
-        await self.panel.catch_up()  # type: ignore[attr-defined]
+        with contextlib.suppress(NoMatches):  # a tick as the app closes: its widgets are gone
+            await self.refresh_list(only_if_changed=True)
+            await self.panel.catch_up()  # type: ignore[attr-defined]
 
     async def refresh_list(self, only_if_changed: bool = False) -> None:
         """The list as the store has it, the open conversation highlighted; `only_if_changed`
