@@ -51,15 +51,24 @@ def faq_count_lines(counts: "FaqCounts") -> list[str]:
 
 
 def print_faq_eval(result: "Evaluation") -> None:
-    """`faq-eval`'s table: each band's measures at the thresholds in use and swept."""
+    """`faq-eval`'s table: each band's measures as the bot decides, and by the threshold
+    rule alone with the answer threshold swept (what --faq-confidence would do)."""
     print(f"{result.covered} covered and {result.uncovered} uncovered questions; asks back "
           f"from {result.handoff_threshold:.2f} to the answer threshold")  # fmt: skip
     print("answer at  top-1  top-3  uncovered answered  covered answered  resolved  handed off")
-    for r in result.rates:
+    rows = [("  check", result.checked)] if result.checked is not None else []
+    rows += [(f"{r.threshold:>7.2f}", r) for r in result.rates]
+    for label, r in rows:
         mark = "  <- in use" if r is result.in_use else ""
-        print(f"{r.threshold:>9.2f}  {r.top1:5.3f}  {r.top3:5.3f}  {r.uncovered_direct:>18.3f}  "
+        print(f"{label:>9}  {r.top1:5.3f}  {r.top3:5.3f}  {r.uncovered_direct:>18.3f}  "
               f"{r.covered_direct:>16.3f}  {r.covered_resolved:>8.3f}  "
               f"{r.false_handoffs:>10.3f}{mark}")  # fmt: skip
+    if result.checked is not None:
+        print(
+            "check: the answer check decides between asking back and answering "
+            "(chatbot.faq.answer_gate); the rows below are the threshold alone, as "
+            "--faq-confidence sets it"
+        )
     for label, missed in (
         ("answered, should not have", result.answered_uncovered),
         ("handed off, should answer", result.handed_off_covered),

@@ -56,10 +56,13 @@ class Evaluation:
     answered_uncovered: list[str]  # at the current threshold: the bot answered, should not have
     handed_off_covered: list[str]  # at the current threshold: the bot handed off, should not have
     handoff_threshold: float = 0.0  # below it the bot hands off; between the two it asks back
+    checked: Rates | None = None  # as the bot decides, with the answer check; None: it is off
 
     @property
     def in_use(self) -> Rates:
-        """The measures at the threshold in use."""
+        """The measures as the bot decides: with the answer check, else at the threshold."""
+        if self.checked is not None:
+            return self.checked
         return min(self.rates, key=lambda rates: abs(rates.threshold - self.threshold))
 
 
@@ -112,12 +115,14 @@ def _parse(line: str, known_ids: set[str]) -> tuple[str, LabelledQuestion | None
 
 
 def evaluate(kb: KnowledgeBase, questions: list[LabelledQuestion]) -> Evaluation:
-    """Retrieve every question once, then count at each answer threshold."""
+    """Retrieve every question once, then count as the bot decides (with the answer check,
+    when it is on) and, by the threshold rule alone, at each answer threshold."""
     found = [(q, kb.retrieve(q.question, previous=q.previous)) for q in questions]
     bands = kb.bands
     thresholds = sorted({round(t, 4) for t in (bands.answer, *SWEEP)})
     covered = [(q, r) for q, r in found if q.expected != HANDOFF]
     uncovered = [(q, r) for q, r in found if q.expected == HANDOFF]
+    checked = rates_at(covered, uncovered, bands, rule=False) if kb.gate is not None else None
     return Evaluation(
         covered=len(covered),
         uncovered=len(uncovered),
@@ -126,6 +131,7 @@ def evaluate(kb: KnowledgeBase, questions: list[LabelledQuestion]) -> Evaluation
         answered_uncovered=[q.question for q, r in uncovered if r.band == "answer"],
         handed_off_covered=[q.question for q, r in covered if r.band == "handoff"],
         handoff_threshold=bands.handoff,
+        checked=checked,
     )
 
 
@@ -134,35 +140,39 @@ def _at(bands: Bands, answer: float) -> Bands:
     return replace(bands, answer=answer, handoff=min(bands.handoff, answer))
 
 
-def resolved(question: LabelledQuestion, retrieval: Retrieval, bands: Bands) -> bool:
-    """Answered directly from the right entry, or the right entry among the choices offered."""
-    band = band_of(retrieval.hits, bands)
-    if band == "answer":
-        return retrieval.ids[:1] == [question.expected]
-    offered = [hit.id for hit in choices_of(retrieval.hits, bands)]
-    return band == "ask" and question.expected in offered
+def decided(retrieval: Retrieval, bands: Bands, rule: bool = True) -> tuple[str, list[str]]:
+    """The band and the ids offered: by the threshold rule at `bands`, or (rule=False) as
+    the bot decided, answer check included."""
+    if not rule:
+        return retrieval.band, [hit.id for hit in retrieval.choices]
+    return band_of(retrieval.hits, bands), [hit.id for hit in choices_of(retrieval.hits, bands)]
 
 
 def rates_at(
     covered: list[tuple[LabelledQuestion, Retrieval]],
     uncovered: list[tuple[LabelledQuestion, Retrieval]],
     bands: Bands,
+    rule: bool = True,
 ) -> Rates:
-    """The measures if the bot used these bands."""
-    band = {id(r): band_of(r.hits, bands) for _, r in [*covered, *uncovered]}
+    """The measures if the bot used these bands (rule=False: as it decided)."""
+    band = {id(r): decided(r, bands, rule) for _, r in [*covered, *uncovered]}
     right = [r.ids[:1] == [q.expected] for q, r in covered]
-    direct = [band[id(r)] == "answer" for _, r in covered]
+    direct = [band[id(r)][0] == "answer" for _, r in covered]
+    resolved = [
+        (ok and d) or (band[id(r)][0] == "ask" and q.expected in band[id(r)][1])
+        for (q, r), d, ok in zip(covered, direct, right, strict=True)
+    ]
     n, m = len(covered), len(uncovered)
     return Rates(
         threshold=bands.answer,
         top1=share(sum(right), n),
         top3=share(sum(q.expected in r.ids[:3] for q, r in covered), n),
-        handoff_recall=share(sum(band[id(r)] != "answer" for _, r in uncovered), m),
-        false_handoffs=share(sum(band[id(r)] == "handoff" for _, r in covered), n),
+        handoff_recall=share(sum(band[id(r)][0] != "answer" for _, r in uncovered), m),
+        false_handoffs=share(sum(band[id(r)][0] == "handoff" for _, r in covered), n),
         covered_direct=share(sum(d and ok for d, ok in zip(direct, right, strict=True)), n),
-        covered_resolved=share(sum(resolved(q, r, bands) for q, r in covered), n),
+        covered_resolved=share(sum(resolved), n),
         covered_wrong=share(sum(d and not ok for d, ok in zip(direct, right, strict=True)), n),
-        uncovered_direct=share(sum(band[id(r)] == "answer" for _, r in uncovered), m),
+        uncovered_direct=share(sum(band[id(r)][0] == "answer" for _, r in uncovered), m),
     )
 
 

@@ -14,6 +14,7 @@ from typing import Literal
 
 import numpy as np
 
+from chatbot.faq.answer_gate import AnswerGate, features, word_match
 from chatbot.faq.calibration import Bands, calibrated_bands
 from chatbot.faq.embed import SentenceEncoder
 from chatbot.faq.follow_up import looks_like_follow_up
@@ -38,6 +39,7 @@ CHOICES = 3  # entries offered when asking back
 # ("Do you accept Apple Pay?" after one about refunds) can gain a little from any context.
 FOLLOW_UP_MARGIN = 0.1
 VECTORS_KEPT = 16  # sentence vectors of recent messages, for reading follow-ups
+WORDS_KEPT = 8192  # word vectors for the answer check (chatbot.faq.answer_gate)
 # Entries quoted to the model per answer: a 135M model keeps the facts of one article, and
 # loses them among several (bench/faq_bench.py).
 GROUNDING_ENTRIES = 1
@@ -110,6 +112,7 @@ class KnowledgeBase:
         handoff_reply: str,
         bands: Bands,
         encoder: SentenceEncoder | None,
+        gate: AnswerGate | None = None,
     ):
         self.path = path
         self.entries = entries
@@ -121,7 +124,14 @@ class KnowledgeBase:
         self.requested_reply = handoff_reply if custom else DEFAULT_REQUESTED_REPLY
         self.bands = bands
         self.encoder = encoder  # None: words alone decide
+        self.gate = gate if encoder is not None else None  # None: the thresholds alone decide
         self._by_id = {entry.id: entry for entry in entries}
+        self._words = {entry.id: _entry_words(entry) for entry in entries}
+        self._entries_with: dict[str, int] = {}
+        for words in self._words.values():
+            for word in words:
+                self._entries_with[word] = self._entries_with.get(word, 0) + 1
+        self._word_vector = lru_cache(maxsize=WORDS_KEPT)(self._encode)
         # Recent messages' vectors: a follow-up is read with the message before it.
         self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
 
@@ -154,9 +164,10 @@ class KnowledgeBase:
                 "package to match paraphrases too"
             )
         bands = calibrated_bands(index, loaded.entries, encoder)
+        gate = AnswerGate.load() if confidence is None else None  # by hand: the threshold rules
         if confidence is not None:
             bands = bands.with_answer(confidence)
-        return cls(path, loaded.entries, warnings, index, handoff_reply, bands, encoder)
+        return cls(path, loaded.entries, warnings, index, handoff_reply, bands, encoder, gate)
 
     @property
     def confidence(self) -> float:
@@ -173,10 +184,10 @@ class KnowledgeBase:
         turn), so a follow-up costs no second encoder pass.
         """
         vector = self._vector(question)
-        alone = self._lookup(query_terms(question), vector, k)
+        alone = self._lookup(question, vector, k)
         if previous and looks_like_follow_up(question):
             joined = None if vector is None else _unit(self._vector(previous) + vector)
-            together = self._lookup(query_terms(f"{previous} {question}"), joined, k)
+            together = self._lookup(f"{previous} {question}", joined, k)
             best_alone = alone.hits[0].score if alone.hits else 0.0
             if together.hits and together.hits[0].score > best_alone + FOLLOW_UP_MARGIN:
                 return together
@@ -186,8 +197,24 @@ class KnowledgeBase:
         """The text's sentence vector; None without the encoder. Read through `_vector`."""
         return self.encoder.encode([text])[0] if self.encoder is not None else None
 
-    def _lookup(self, terms: list[str], vector: np.ndarray | None, k: int) -> Retrieval:
-        candidates = self.index.search(terms, vector, limit=max(k, 1))
+    def answer_features(self, text: str, hits: list[FaqHit]) -> np.ndarray | None:
+        """The answer check's inputs for the best hit (chatbot.faq.answer_gate); None
+        without the encoder or a hit."""
+        if self.encoder is None or not hits:
+            return None
+        match = word_match(
+            query_terms(text),
+            self._words[hits[0].id],
+            lambda words: np.stack([self._word_vector(word) for word in words]),
+            lambda word: self._entries_with.get(word, 0),
+            len(self.entries),
+        )
+        return features([hit.score for hit in hits], self.bands.answer, match)
+
+    def _lookup(self, text: str, vector: np.ndarray | None, k: int) -> Retrieval:
+        """The k best entries for the text, and its band: by the thresholds, and where the
+        answer check is on, by the check between hand-off and answer."""
+        candidates = self.index.search(query_terms(text), vector, limit=max(k, 2))
         hits = [
             FaqHit(
                 id=entry.id,
@@ -196,10 +223,13 @@ class KnowledgeBase:
                 category=entry.category,
                 score=round(candidate.score, 4),
             )
-            for candidate in candidates[:k]
+            for candidate in candidates
             if (entry := self._by_id.get(candidate.faq_id)) is not None
         ]
-        return Retrieval(hits, band_of(hits, self.bands), choices_of(hits, self.bands))
+        band = band_of(hits, self.bands)
+        if self.gate is not None and band != "handoff":
+            band = "answer" if self.gate.passes(self.answer_features(text, hits)) else "ask"
+        return Retrieval(hits[: max(k, 1)], band, choices_of(hits, self.bands))
 
     def entry(self, faq_id: str) -> FaqEntry | None:
         """The entry with this id, for showing a cited source in full."""
@@ -232,6 +262,12 @@ def choices_of(hits: list[FaqHit], bands: Bands) -> tuple[FaqHit, ...]:
     threshold, and always the best one."""
     offered = [hit for hit in hits[:CHOICES] if hit.score >= bands.handoff]
     return tuple(offered or hits[:1])
+
+
+def _entry_words(entry: FaqEntry) -> tuple[str, ...]:
+    """The content words of an entry's question, alternates and answer, each once."""
+    parts = (entry.question, " ".join(entry.alternates), entry.answer)
+    return tuple(dict.fromkeys(word for part in parts for word in query_terms(part)))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:

@@ -37,7 +37,13 @@ from chatbot.faq.ask_back import (
     yes_or_no,
 )
 from chatbot.faq.facts import echoed_premises, missing_facts, unsupported_facts
-from chatbot.faq.knowledge_base import CHOICES, GROUNDING_ENTRIES, FaqHit, KnowledgeBase
+from chatbot.faq.knowledge_base import (
+    CHOICES,
+    GROUNDING_ENTRIES,
+    FaqHit,
+    KnowledgeBase,
+    band_of,
+)
 from chatbot.faq.load import FaqEntry
 from chatbot.faq.person_request import asks_for_a_person
 from chatbot.faq.small_talk import small_talk_reply
@@ -161,9 +167,10 @@ class FaqPolicy:
         A message an entry not offered would answer outright is a new question instead."""
         kb = self.knowledge_base
         ids = [choice.id for choice in offered]
-        retrieval = kb.retrieve(message, k=len(kb.entries))
-        hits = retrieval.hits
-        if retrieval.band == "answer" and hits[0].id not in ids:
+        hits = kb.retrieve(message, k=len(kb.entries)).hits
+        # The score alone: naming words ("the one about") are no detail the answer check
+        # should weigh against the entry.
+        if band_of(hits, kb.bands) == "answer" and hits[0].id not in ids:
             return None
         named = message.lower().lstrip().startswith(_NAMES_A_CHOICE)
         for rank, hit in enumerate(hits):

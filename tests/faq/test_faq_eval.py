@@ -99,11 +99,13 @@ def test_command_prints_the_sweep_and_json(gym, tmp_path, capsys):
     assert out.startswith("2 covered and 1 uncovered questions")
     assert "answer at  top-1  top-3  uncovered answered  covered answered  resolved" in out
     in_use = [line for line in out.splitlines() if line.endswith("<- in use")]
-    assert len(in_use) == 1 and in_use[0].split()[0] == f"{gym.confidence:.2f}"
+    assert len(in_use) == 1 and in_use[0].split()[0] == "check"  # the answer check decides
+    assert f"\n{gym.confidence:>9.2f}  " in out  # ... and the threshold alone is shown too
     assert err.startswith("note: FAQ thresholds: answer at")  # measured, and said on start
     assert main(["faq-eval", str(questions), *common, "--json", "--faq-confidence", "0.3"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert result["threshold"] == 0.3 and len(result["rates"]) == 7
+    assert result["checked"] is None  # a threshold set by hand: the threshold alone decides
     assert result["handoff_threshold"] <= 0.3
 
 

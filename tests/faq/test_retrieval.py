@@ -74,15 +74,22 @@ def test_query_terms_keep_only_content_words():
     assert query_terms("what is it?") == []
 
 
+def resolves(retrieval, expected: str) -> bool:
+    """Answered from the right entry, or the right entry among the ask-back's choices."""
+    if retrieval.confident:
+        return retrieval.ids[:1] == [expected]
+    return retrieval.band == "ask" and expected in [hit.id for hit in retrieval.choices]
+
+
 def test_another_domain_retrieves_paraphrases_and_hands_off_unrelated(helpdesk_kb):
     """An IT helpdesk FAQ written apart from the store FAQ: nothing is tuned to the sample."""
     top1 = [helpdesk_kb.retrieve(q).ids[:1] == [expected] for q, expected in helpdesk.COVERED]
     top3 = [expected in helpdesk_kb.retrieve(q).ids for q, expected in helpdesk.COVERED]
-    answered = [helpdesk_kb.retrieve(q).confident for q, _ in helpdesk.COVERED]
+    resolved = [resolves(helpdesk_kb.retrieve(q), expected) for q, expected in helpdesk.COVERED]
     handed_off = [not helpdesk_kb.retrieve(q).confident for q in helpdesk.UNCOVERED]
     assert sum(top1) / len(top1) >= 0.85, top1
     assert sum(top3) / len(top3) >= 0.9, top3
-    assert sum(answered) / len(answered) >= 0.85, answered
+    assert sum(resolved) / len(resolved) >= 0.9, resolved
     assert all(handed_off), handed_off
 
 
@@ -99,7 +106,6 @@ def test_another_domain_ranks_its_longer_question_set(helpdesk_kb):
 
 def test_hits_are_best_first_with_bounded_scores(store_kb):
     retrieval = store_kb.retrieve("When will I get my money back after returning my boots?", k=3)
-    assert retrieval.confident
     assert retrieval.sources[0] == "refund-timing"
     scores = [hit.score for hit in retrieval.hits]
     assert scores == sorted(scores, reverse=True)
