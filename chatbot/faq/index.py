@@ -32,7 +32,7 @@ from chatbot.faq.embed import ENCODER_ID, SentenceEncoder
 from chatbot.faq.load import FaqEntry
 from converter.files import atomic_output
 
-INDEX_VERSION = "4"  # bump when the schema or the way entries are indexed changes
+INDEX_VERSION = "5"  # bump when the schema or the way entries are indexed changes
 TOKENIZER = "porter unicode61 remove_diacritics 2"
 # bm25 weights for (question, alternates, answer, faq_id); faq_id is not indexed.
 COLUMN_WEIGHTS = (4.0, 3.0, 1.0, 0.0)
@@ -76,6 +76,12 @@ def query_terms(text: str) -> list[str]:
         if word not in STOPWORDS and (len(word) > 1 or word.isdigit()):
             seen.setdefault(word, None)
     return list(seen)[:MAX_TERMS]
+
+
+def entry_words(entry: FaqEntry) -> tuple[str, ...]:
+    """The content words of an entry's question, alternates and answer, each once."""
+    parts = (entry.question, " ".join(entry.alternates), entry.answer)
+    return tuple(dict.fromkeys(word for part in parts for word in query_terms(part)))
 
 
 def answer_sentences(answer: str) -> list[str]:
@@ -195,6 +201,12 @@ class FaqIndex:
         with self._lock, self.db.conn:
             self.db["meta"].upsert({"key": key, "value": value}, pk="key")
 
+    def word_vectors(self) -> dict[str, np.ndarray]:
+        """Each content word of the entries and its unit vector (for the answer check)."""
+        with self._lock:
+            rows = self.db.execute("SELECT word, vector FROM words").fetchall()
+        return {word: np.frombuffer(blob, dtype=np.float32) for word, blob in rows}
+
     def text_vectors(self) -> dict[str, np.ndarray]:
         """Each indexed text (phrasing or answer sentence) and its unit vector."""
         with self._lock:
@@ -288,7 +300,7 @@ def open_index(
         _build_file(path, entries, stamp, encoder)
     except (OSError, sqlite3.Error) as exc:
         connection = _connect(":memory:")
-        _fill(sqlite_utils.Database(connection), entries, stamp, encoder)
+        _fill(sqlite_utils.Database(connection), entries, stamp, encoder, words=True)
         warning = f"cannot write the FAQ index in {index_dir} ({exc}); using a temporary one"
         return FaqIndex(connection, None, rebuilt=True), warning
     return FaqIndex(_connect(path), path, rebuilt=True), None
@@ -317,7 +329,7 @@ def _build_file(
     with atomic_output(path, mode=0o600) as temp:
         connection = _connect(temp)
         try:
-            _fill(sqlite_utils.Database(connection), entries, stamp, encoder)
+            _fill(sqlite_utils.Database(connection), entries, stamp, encoder, words=True)
         finally:
             connection.close()
 
@@ -327,8 +339,14 @@ def _fill(
     entries: list[FaqEntry],
     stamp: dict[str, str],
     encoder: "SentenceEncoder | _Known | None",
+    words: bool = False,
 ) -> None:
+    """The index's tables; `words`: the entries' words embedded too (chatbot.faq.answer_gate),
+    which the calibration's many small indexes do without."""
     phrasings = indexed_texts(entries)
+    vocabulary = list(dict.fromkeys(w for e in entries for w in entry_words(e)))
+    vocabulary = vocabulary if words and encoder is not None else []
+    word_vectors = encoder.encode(vocabulary) if vocabulary else []
     vectors = encoder.encode([text for _, text, _ in phrasings]) if encoder is not None else []
     # Plain executemany: calibration (chatbot.faq.calibration) builds hundreds of these.
     with db.conn:
@@ -346,6 +364,14 @@ def _fill(
             [
                 (faq_id, text, vector.astype(np.float32).tobytes(), credit)
                 for (faq_id, text, credit), vector in zip(phrasings, vectors, strict=False)
+            ],
+        )
+        db.execute("CREATE TABLE words (word TEXT PRIMARY KEY, vector BLOB)")
+        db.conn.executemany(
+            "INSERT INTO words (word, vector) VALUES (?, ?)",
+            [
+                (w, v.astype(np.float32).tobytes())
+                for w, v in zip(vocabulary, word_vectors, strict=True)
             ],
         )
         db.execute("CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT)")

@@ -7,6 +7,7 @@ best entry, ask the customer which of the closest entries they mean, or hand off
 not guess: the FAQ policy (chatbot.faq.policy) asks back or gives `handoff_reply` instead.
 """
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
 from pathlib import Path
@@ -18,7 +19,7 @@ from chatbot.faq.answer_gate import AnswerGate, features, word_match
 from chatbot.faq.calibration import Bands, calibrated_bands
 from chatbot.faq.embed import SentenceEncoder
 from chatbot.faq.follow_up import looks_like_follow_up
-from chatbot.faq.index import FaqIndex, open_index, query_terms
+from chatbot.faq.index import FaqIndex, entry_words, open_index, query_terms
 from chatbot.faq.load import FaqEntry, load_knowledge_base
 from converter.paths import cache_dir
 
@@ -126,12 +127,13 @@ class KnowledgeBase:
         self.encoder = encoder  # None: words alone decide
         self.gate = gate if encoder is not None else None  # None: the thresholds alone decide
         self._by_id = {entry.id: entry for entry in entries}
-        self._words = {entry.id: _entry_words(entry) for entry in entries}
+        self._words = {entry.id: entry_words(entry) for entry in entries}
         self._entries_with: dict[str, int] = {}
         for words in self._words.values():
             for word in words:
                 self._entries_with[word] = self._entries_with.get(word, 0) + 1
-        self._word_vector = lru_cache(maxsize=WORDS_KEPT)(self._encode)
+        self._known_words = index.word_vectors() if self.gate is not None else {}
+        self._new_word = lru_cache(maxsize=WORDS_KEPT)(self._encode)  # the customer's own
         # Recent messages' vectors: a follow-up is read with the message before it.
         self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
 
@@ -205,11 +207,16 @@ class KnowledgeBase:
         match = word_match(
             query_terms(text),
             self._words[hits[0].id],
-            lambda words: np.stack([self._word_vector(word) for word in words]),
+            self._word_vectors,
             lambda word: self._entries_with.get(word, 0),
             len(self.entries),
         )
         return features([hit.score for hit in hits], self.bands.answer, match)
+
+    def _word_vectors(self, words: Sequence[str]) -> np.ndarray:
+        """Words' vectors: the entries' from the index, others encoded (and kept a while)."""
+        known = self._known_words
+        return np.stack([known[w] if w in known else self._new_word(w) for w in words])
 
     def _lookup(self, text: str, vector: np.ndarray | None, k: int) -> Retrieval:
         """The k best entries for the text, and its band: by the thresholds, and where the
@@ -262,12 +269,6 @@ def choices_of(hits: list[FaqHit], bands: Bands) -> tuple[FaqHit, ...]:
     threshold, and always the best one."""
     offered = [hit for hit in hits[:CHOICES] if hit.score >= bands.handoff]
     return tuple(offered or hits[:1])
-
-
-def _entry_words(entry: FaqEntry) -> tuple[str, ...]:
-    """The content words of an entry's question, alternates and answer, each once."""
-    parts = (entry.question, " ".join(entry.alternates), entry.answer)
-    return tuple(dict.fromkeys(word for part in parts for word in query_terms(part)))
 
 
 def _unit(vector: np.ndarray) -> np.ndarray:
