@@ -24,7 +24,7 @@ def open_knowledge_base(args: argparse.Namespace) -> KnowledgeBase | None:
     kb = KnowledgeBase.open(args.faq, **{k: v for k, v in options.items() if v is not None})
     for warning in kb.warnings:
         print(f"warning: {warning}", file=sys.stderr)
-    print(f"note: {kb.bands.describe()}", file=sys.stderr)
+    print(f"note: {kb.describe()}", file=sys.stderr)
     return kb
 
 

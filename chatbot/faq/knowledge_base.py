@@ -171,6 +171,14 @@ class KnowledgeBase:
             bands = bands.with_answer(confidence)
         return cls(path, loaded.entries, warnings, index, handoff_reply, bands, encoder, gate)
 
+    def describe(self) -> str:
+        """The start-up line: the thresholds, and whether the answer check is on."""
+        check = (
+            f"; from {self.bands.handoff:.2f} up, the answer check decides between answering "
+            "and asking back (a word the entry does not explain: ask back)"
+        )
+        return self.bands.describe() + (check if self.gate is not None else "")
+
     @property
     def confidence(self) -> float:
         """The answer threshold (what --faq-confidence sets)."""
