@@ -174,8 +174,9 @@ class KnowledgeBase:
     def describe(self) -> str:
         """The start-up line: the thresholds, and whether the answer check is on."""
         check = (
-            f"; from {self.bands.handoff:.2f} up, the answer check decides between answering "
-            "and asking back (a word the entry does not explain: ask back)"
+            f"; from {self.bands.handoff:.2f} up the answer check decides: it asks back when the "
+            "best entry leaves a word of the question unexplained, and may answer below "
+            f"{self.bands.answer:.2f} when the entry explains them all"
         )
         return self.bands.describe() + (check if self.gate is not None else "")
 

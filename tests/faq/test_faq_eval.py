@@ -102,7 +102,7 @@ def test_command_prints_the_sweep_and_json(gym, tmp_path, capsys):
     assert len(in_use) == 1 and in_use[0].split()[0] == "check"  # the answer check decides
     assert f"\n{gym.confidence:>9.2f}  " in out  # ... and the threshold alone is shown too
     assert err.startswith("note: FAQ thresholds: answer at")  # measured, and said on start
-    assert "the answer check decides" in err
+    assert "up the answer check decides" in err
     assert main(["faq-eval", str(questions), *common, "--json", "--faq-confidence", "0.3"]) == 0
     out, err = capsys.readouterr()
     result = json.loads(out)
