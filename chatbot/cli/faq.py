@@ -53,8 +53,9 @@ def faq_count_lines(counts: "FaqCounts") -> list[str]:
 def print_faq_eval(result: "Evaluation") -> None:
     """`faq-eval`'s table: each band's measures as the bot decides, and by the threshold
     rule alone with the answer threshold swept (what --faq-confidence would do)."""
+    upper = "up (the answer check)" if result.checked is not None else "to the answer threshold"
     print(f"{result.covered} covered and {result.uncovered} uncovered questions; asks back "
-          f"from {result.handoff_threshold:.2f} to the answer threshold")  # fmt: skip
+          f"from {result.handoff_threshold:.2f} {upper}")  # fmt: skip
     print("answer at  top-1  top-3  uncovered answered  covered answered  resolved  handed off")
     rows = [("  check", result.checked)] if result.checked is not None else []
     rows += [(f"{r.threshold:>7.2f}", r) for r in result.rates]
