@@ -65,9 +65,10 @@ COMMON_OPTIONS: tuple[tuple[str, dict[str, Any]], ...] = (
             "type": float,
             "default": None,
             "metavar": "X",
-            "help": "FAQ match score (0-1) needed to answer without asking back; lower answers "
-            "more and asks back less. Check it on real questions with `chatbot faq-eval` "
-            "(default: measured on the knowledge base itself, printed on start)",
+            "help": "FAQ match score (0-1) needed to answer without asking back, instead of "
+            "the answer check; lower answers more and asks back less. Check it on real "
+            "questions with `chatbot faq-eval` (default: the answer check decides, above a "
+            "hand-off threshold measured on the knowledge base itself; printed on start)",
         },
     ),
     (
