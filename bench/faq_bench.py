@@ -80,13 +80,9 @@ MULTITURN = tuple(
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
-    """An evaluation file's questions, read as `chatbot faq-eval` reads them (the bank's
-    uncovered questions say "expected": null)."""
-    known = {entry.id for entry in kb.entries}
-    lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    if any(row.get("expected") is None for row in lines):
-        return [LabelledQuestion(r["question"], r["expected"] or HANDOFF) for r in lines]
-    questions, warnings = load_questions(path, known)
+    """An evaluation file's questions, read as `chatbot faq-eval` reads them; a bad line is
+    an error here, not a warning."""
+    questions, warnings = load_questions(path, {entry.id for entry in kb.entries})
     assert not warnings, warnings
     return questions
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from chatbot.faq.index import bm25_idf
 from converter.files import atomic_write_text
 from converter.paths import PROJECT_DATA
 
@@ -59,13 +60,13 @@ def word_match(
     entries: int,
 ) -> WordMatch:
     """How well the entry's words explain each of the question's words."""
-    words = list(question_words) or ["question"]
+    words = list(question_words) or ["question"]  # only function words: weigh a stand-in
     found = vectors(words) @ vectors(list(entry_words)).T if entry_words else None
     best = found.max(axis=1) if found is not None else np.zeros(len(words))
     for i, word in enumerate(words):
         if any(_same(word, other) for other in entry_words):
             best[i] = 1.0
-    weight = np.array([_idf(entries_with(word), entries) for word in words])
+    weight = np.array([bm25_idf(entries_with(word), entries) for word in words])
     return WordMatch(np.clip(best, 0.0, 1.0), weight)
 
 
@@ -151,7 +152,3 @@ def fit(x: np.ndarray, y: np.ndarray, penalty: float = 1.0) -> tuple[np.ndarray,
 def _same(word: str, other: str) -> bool:
     long_enough = len(word) >= STEM and len(other) >= STEM
     return word == other or (long_enough and word[:STEM] == other[:STEM])
-
-
-def _idf(containing: int, entries: int) -> float:
-    return math.log(1.0 + (entries - containing + 0.5) / (containing + 0.5))

@@ -78,6 +78,12 @@ def query_terms(text: str) -> list[str]:
     return list(seen)[:MAX_TERMS]
 
 
+def bm25_idf(containing: int, entries: int) -> float:
+    """BM25's idf of a word in `containing` of `entries` entries: always positive, largest for
+    a word no entry contains."""
+    return math.log(1.0 + (entries - containing + 0.5) / (containing + 0.5))
+
+
 def entry_words(entry: FaqEntry) -> tuple[str, ...]:
     """The content words of an entry's question, alternates and answer, each once."""
     parts = (entry.question, " ".join(entry.alternates), entry.answer)
@@ -187,8 +193,7 @@ class FaqIndex:
         return frozenset(row[0] for row in found)
 
     def _idf(self, containing: int) -> float:
-        """BM25's idf, always positive; largest for a word no entry contains."""
-        return math.log(1.0 + (self._size - containing + 0.5) / (containing + 0.5))
+        return bm25_idf(containing, self._size)
 
     def meta(self, key: str) -> str | None:
         """A value stored with the index (its stamp, the calibrated thresholds)."""
@@ -344,8 +349,11 @@ def _fill(
     """The index's tables; `words`: the entries' words embedded too (chatbot.faq.answer_gate),
     which the calibration's many small indexes do without."""
     phrasings = indexed_texts(entries)
-    vocabulary = list(dict.fromkeys(w for e in entries for w in entry_words(e)))
-    vocabulary = vocabulary if words and encoder is not None else []
+    vocabulary = (
+        list(dict.fromkeys(w for e in entries for w in entry_words(e)))
+        if words and encoder is not None
+        else []
+    )
     word_vectors = encoder.encode(vocabulary) if vocabulary else []
     vectors = encoder.encode([text for _, text, _ in phrasings]) if encoder is not None else []
     # Plain executemany: calibration (chatbot.faq.calibration) builds hundreds of these.

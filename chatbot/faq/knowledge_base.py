@@ -7,6 +7,7 @@ best entry, ask the customer which of the closest entries they mean, or hand off
 not guess: the FAQ policy (chatbot.faq.policy) asks back or gives `handoff_reply` instead.
 """
 
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache, lru_cache
@@ -128,10 +129,7 @@ class KnowledgeBase:
         self.gate = gate if encoder is not None else None  # None: the thresholds alone decide
         self._by_id = {entry.id: entry for entry in entries}
         self._words = {entry.id: entry_words(entry) for entry in entries}
-        self._entries_with: dict[str, int] = {}
-        for words in self._words.values():
-            for word in words:
-                self._entries_with[word] = self._entries_with.get(word, 0) + 1
+        self._entries_with = Counter(word for words in self._words.values() for word in words)
         self._known_words = index.word_vectors() if self.gate is not None else {}
         self._new_word = lru_cache(maxsize=WORDS_KEPT)(self._encode)  # the customer's own
         # Recent messages' vectors: a follow-up is read with the message before it.
@@ -217,7 +215,7 @@ class KnowledgeBase:
             query_terms(text),
             self._words[hits[0].id],
             self._word_vectors,
-            lambda word: self._entries_with.get(word, 0),
+            self._entries_with.__getitem__,  # a Counter: 0 for a word no entry has
             len(self.entries),
         )
         return features([hit.score for hit in hits], self.bands.answer, match)
