@@ -10,7 +10,7 @@ not guess: the FAQ policy (chatbot.faq.policy) asks back or gives `handoff_reply
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache, cached_property, lru_cache
 from pathlib import Path
 from typing import Literal
 
@@ -128,9 +128,8 @@ class KnowledgeBase:
         self.encoder = encoder  # None: words alone decide
         self.gate = gate if encoder is not None else None  # None: the thresholds alone decide
         self._by_id = {entry.id: entry for entry in entries}
-        self._words = {entry.id: entry_words(entry) for entry in entries}
-        self._entries_with = Counter(word for words in self._words.values() for word in words)
-        self._known_words = index.word_vectors() if self.gate is not None else {}
+        if self.gate is not None:  # the check's words read now, not on the first turn
+            _ = self._entries_with, self._known_words
         self._new_word = lru_cache(maxsize=WORDS_KEPT)(self._encode)  # the customer's own
         # Recent messages' vectors: a follow-up is read with the message before it.
         self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
@@ -184,23 +183,35 @@ class KnowledgeBase:
         return self.bands.answer
 
     def retrieve(self, question: str, k: int = 3, previous: str | None = None) -> Retrieval:
-        """The k best entries for the question; confident when the best covers enough of it.
+        """The k best entries for the question, and its band (see `band_of` and the answer
+        check, chatbot.faq.answer_gate). `previous` is the customer's message before this one:
+        see `search`."""
+        text, hits = self._reading(question, k, previous)
+        return Retrieval(hits[: max(k, 1)], self._band(text, hits), choices_of(hits, self.bands))
 
-        `previous` is the customer's message before this one. A follow-up ("And for PayPal?",
-        see chatbot.faq.follow_up) means little alone, so it is also looked up together with the
-        previous message, and that reading is taken when it matches clearly better. The two
-        messages' meaning is the sum of their vectors (the previous one's is kept from its own
-        turn), so a follow-up costs no second encoder pass.
+    def search(self, question: str, k: int = 3, previous: str | None = None) -> list[FaqHit]:
+        """The k best entries, no band decided: for a caller that judges by the score alone.
+
+        A follow-up ("And for PayPal?", see chatbot.faq.follow_up) means little alone, so it is
+        also looked up together with `previous`, and that reading is taken when it matches
+        clearly better. The two messages' meaning is the sum of their vectors (the previous
+        one's is kept from its own turn), so a follow-up costs no second encoder pass.
         """
+        return self._reading(question, k, previous)[1][: max(k, 1)]
+
+    def _reading(self, question: str, k: int, previous: str | None) -> tuple[str, list[FaqHit]]:
+        """The text the hits are for (the message, or it read with the one before) and at
+        least two hits (the runner-up decides the margin), best first."""
         vector = self._vector(question)
-        alone = self._lookup(question, vector, k)
+        alone = self._hits(question, vector, k)
         if previous and looks_like_follow_up(question):
             joined = None if vector is None else _unit(self._vector(previous) + vector)
-            together = self._lookup(f"{previous} {question}", joined, k)
-            best_alone = alone.hits[0].score if alone.hits else 0.0
-            if together.hits and together.hits[0].score > best_alone + FOLLOW_UP_MARGIN:
-                return together
-        return alone
+            text = f"{previous} {question}"
+            together = self._hits(text, joined, k)
+            best_alone = alone[0].score if alone else 0.0
+            if together and together[0].score > best_alone + FOLLOW_UP_MARGIN:
+                return text, together
+        return question, alone
 
     def _encode(self, text: str) -> np.ndarray | None:
         """The text's sentence vector; None without the encoder. Read through `_vector`."""
@@ -220,16 +231,29 @@ class KnowledgeBase:
         )
         return features([hit.score for hit in hits], self.bands.answer, match)
 
+    @cached_property
+    def _words(self) -> dict[str, tuple[str, ...]]:
+        """Each entry's words, for the answer check (listed once, when first needed)."""
+        return {entry.id: entry_words(entry) for entry in self.entries}
+
+    @cached_property
+    def _entries_with(self) -> Counter:
+        """How many entries have each word: the check's rarity weights."""
+        return Counter(word for words in self._words.values() for word in words)
+
+    @cached_property
+    def _known_words(self) -> dict[str, np.ndarray]:
+        """The entries' word vectors, embedded when the index was built."""
+        return self.index.word_vectors()
+
     def _word_vectors(self, words: Sequence[str]) -> np.ndarray:
         """Words' vectors: the entries' from the index, others encoded (and kept a while)."""
         known = self._known_words
         return np.stack([known[w] if w in known else self._new_word(w) for w in words])
 
-    def _lookup(self, text: str, vector: np.ndarray | None, k: int) -> Retrieval:
-        """The k best entries for the text, and its band: by the thresholds, and where the
-        answer check is on, by the check between hand-off and answer."""
+    def _hits(self, text: str, vector: np.ndarray | None, k: int) -> list[FaqHit]:
         candidates = self.index.search(query_terms(text), vector, limit=max(k, 2))
-        hits = [
+        return [
             FaqHit(
                 id=entry.id,
                 question=entry.question,
@@ -240,10 +264,14 @@ class KnowledgeBase:
             for candidate in candidates
             if (entry := self._by_id.get(candidate.faq_id)) is not None
         ]
+
+    def _band(self, text: str, hits: list[FaqHit]) -> Band:
+        """By the thresholds, and where the answer check is on, by the check between the
+        hand-off and answer thresholds."""
         band = band_of(hits, self.bands)
         if self.gate is not None and band != "handoff":
             band = "answer" if self.gate.passes(self.answer_features(text, hits)) else "ask"
-        return Retrieval(hits[: max(k, 1)], band, choices_of(hits, self.bands))
+        return band
 
     def entry(self, faq_id: str) -> FaqEntry | None:
         """The entry with this id, for showing a cited source in full."""

@@ -167,7 +167,7 @@ class FaqPolicy:
         A message an entry not offered would answer outright is a new question instead."""
         kb = self.knowledge_base
         ids = [choice.id for choice in offered]
-        hits = kb.retrieve(message, k=len(kb.entries)).hits
+        hits = kb.search(message, k=len(kb.entries))
         # The score alone: naming words ("the one about") are no detail the answer check
         # should weigh against the entry.
         if band_of(hits, kb.bands) == "answer" and hits[0].id not in ids:

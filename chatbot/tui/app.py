@@ -18,6 +18,7 @@ from textual.app import App, ComposeResult
 from textual.containers import Horizontal
 from textual.message import Message
 from textual.screen import ModalScreen
+from textual.timer import Timer
 from textual.widgets import Footer
 
 from chatbot.conversation.export import export_conversation
@@ -88,6 +89,7 @@ class ChatApp(ListAndTheme, App[None]):
         self._load_model = load_model
         self._model_file: str | None = None  # the model wanted now; None: as started
         self._started_model: str | None = None  # its name, once loaded
+        self._list_timer: Timer | None = None  # the look at the store every LIST_CHECK_S
         self.store = store
         policy = None
         if knowledge_base is not None:
@@ -141,13 +143,15 @@ class ChatApp(ListAndTheme, App[None]):
         with shown_errors(self):  # FAQ mode: a new conversation, not the last general chat
             ids = [conversation_to_open(self.store, ids, self.panel.faq_mode)]
         await self.open_conversation(ids[0] if ids else None)
-        self.set_interval(LIST_CHECK_S, self.check_store)
+        self._list_timer = self.set_interval(LIST_CHECK_S, self.check_store)
         for warning in self.knowledge_base.warnings[:5] if self.knowledge_base else []:
             self.notify(warning, title="FAQ", severity="warning", markup=False)
         self.query_one(InputBox).focus()
 
     async def on_unmount(self) -> None:
         """Let a running reply stop and save its partial text, then free the model."""
+        if self._list_timer is not None:
+            self._list_timer.stop()  # no look at the store while it closes
         if not self.panel.stop(wait_s=CLOSE_WAIT_S):
             log.warning("the reply did not stop within %s s of closing", CLOSE_WAIT_S)
         if self.engine is not None:

@@ -53,9 +53,12 @@ class ListAndTheme(App):
         sidebar = self.query_one(ConversationList)
         with shown_errors(self):
             store = self.store  # type: ignore[attr-defined]
-            listed = (
-                store.list_conversations(search=sidebar.search_text or None),
-                store.waiting_conversations(),
+            # Off the UI thread: a reply being saved holds the store's lock a moment.
+            listed = await asyncio.to_thread(
+                lambda: (
+                    store.list_conversations(search=sidebar.search_text or None),
+                    store.waiting_conversations(),
+                )
             )
             if only_if_changed and listed == self._listed:
                 return
