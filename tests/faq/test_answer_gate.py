@@ -51,6 +51,24 @@ def test_a_threshold_set_by_hand_leaves_the_threshold_alone_to_decide(index_dir)
         assert kb.gate is None
         bitcoin = kb.retrieve("Can I pay with bitcoin?")
         assert bitcoin.band == band_of(bitcoin.hits, kb.bands) == "answer"
+        assert "_known_words" not in vars(kb)  # the check's word vectors were never read
+
+
+def test_the_check_runs_once_per_turn_on_the_reading_it_decides(store_kb, monkeypatch):
+    """A follow-up is looked up alone and with the message before; only the reading taken
+    is checked. A search for a pick named in words is judged by the score alone."""
+    checked = []
+    features = store_kb.answer_features
+
+    def counted(text, hits):
+        checked.append(text)
+        return features(text, hits)
+
+    monkeypatch.setattr(store_kb, "answer_features", counted)
+    turn = store_kb.retrieve("and for PayPal?", previous="How long does my refund take?")
+    assert turn.band != "handoff" and len(checked) == 1
+    assert store_kb.search("the one about refunds", k=len(store_kb.entries))
+    assert len(checked) == 1
 
 
 def test_a_gate_file_for_other_inputs_is_not_used(tmp_path):
