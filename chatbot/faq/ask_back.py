@@ -3,8 +3,9 @@
 When no entry is clearly the one (chatbot.faq.knowledge_base: the middle band), the bot lists
 the closest entries' questions instead of answering, as Rasa's two-stage fallback does. The
 customer's next message may pick one by number or position ("2", "the second one"), agree
-("yes": the first), decline ("no", "none of those"), or name the entry in words; the policy
-(chatbot.faq.policy) handles the words. A bare yes or no after a hand-off is read here too.
+("yes" when one was offered; to several, a "yes" is asked which one), decline ("no", "none of
+those"), or name the entry in words; the policy (chatbot.faq.policy) handles the words. A
+bare yes or no after a hand-off is read here too.
 """
 
 import re
@@ -85,11 +86,20 @@ def ask_back_text(choices: Sequence[Choice]) -> str:
             f"I want to be sure I understood. Did you mean: {choices[0].question} "
             'Answer "yes" and I will answer it, or "no" and I will pass you to a person.'
         )
+    return f"I want to be sure I understood. Did you mean:\n{_numbered(choices)}"
+
+
+def which_one_text(choices: Sequence[Choice]) -> str:
+    """After a bare "yes" to several choices: which one? Taking the first would answer a
+    question the customer may not have asked (a "yes" is often meant for something else)."""
+    return f"Which one do you mean?\n{_numbered(choices)}"
+
+
+def _numbered(choices: Sequence[Choice]) -> str:
     listed = "\n".join(f"{n}. {choice.question}" for n, choice in enumerate(choices, start=1))
     return (
-        f"I want to be sure I understood. Did you mean:\n{listed}\n\n"
-        f'Answer with the number (1-{len(choices)}), or "no" if none of them fits and I '
-        "will pass you to a person."
+        f'{listed}\n\nAnswer with the number (1-{len(choices)}), or "no" if none of them '
+        "fits and I will pass you to a person."
     )
 
 

@@ -34,6 +34,7 @@ from chatbot.faq.ask_back import (
     ask_back_text,
     out_of_range_text,
     read_pick,
+    which_one_text,
     yes_or_no,
 )
 from chatbot.faq.facts import echoed_premises, missing_facts, unsupported_facts
@@ -155,6 +156,8 @@ class FaqPolicy:
             )
         if pick.kind == "out_of_range":
             return AskBack(out_of_range_text(pick.number, offered), offered, again=True)
+        if pick.kind == "yes" and len(offered) > 1:
+            return AskBack(which_one_text(offered), offered, again=True)
         chosen = offered[pick.index]
         entry = self.knowledge_base.entry(chosen.id)
         hit = FaqHit(entry.id, entry.question, entry.answer, entry.category, 1.0)

@@ -121,7 +121,11 @@ def test_a_pick_in_words_and_yes(chat):
     assert say(session, "the one about an item missing from my box").sources == (missing.id,)
     session = chat()
     asked = say(session, ASKS_BACK)
-    assert say(session, "yes").sources == (asked.clarify[0].id,)  # "yes": the first
+    # "yes" to several choices says none of them: asked which one, not answered the first.
+    which = say(session, "yes")
+    assert which.band == "ask_again" and which.answer.startswith("Which one do you mean?")
+    assert [c.id for c in which.clarify] == [c.id for c in asked.clarify] and not which.sources
+    assert say(session, "1").sources == (asked.clarify[0].id,)
 
 
 def test_the_one_about_an_entry_not_offered_is_a_new_question(chat, store):
