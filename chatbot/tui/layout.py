@@ -53,12 +53,9 @@ class ListAndTheme(App):
         sidebar = self.query_one(ConversationList)
         with shown_errors(self):
             store = self.store  # type: ignore[attr-defined]
-            # Off the UI thread: a reply being saved holds the store's lock a moment.
-            listed = await asyncio.to_thread(
-                lambda: (
-                    store.list_conversations(search=sidebar.search_text or None),
-                    store.waiting_conversations(),
-                )
+            listed = (
+                store.list_conversations(search=sidebar.search_text or None),
+                store.waiting_conversations(),
             )
             if only_if_changed and listed == self._listed:
                 return
