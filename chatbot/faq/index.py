@@ -173,7 +173,7 @@ class FaqIndex:
         for term in terms:
             anywhere = self._rows_matching(f'"{term}"')
             in_question = self._rows_matching(f'{{question alternates}} : "{term}"')
-            weight = self._idf(len(anywhere))
+            weight = bm25_idf(len(anywhere), self._size)
             total += weight
             for rowid in anywhere:
                 credit = 1.0 if rowid in in_question else ANSWER_ONLY_CREDIT
@@ -191,9 +191,6 @@ class FaqIndex:
         """The rows an FTS5 query matches. Read through `_rows_matching`."""
         found = self.db.execute("SELECT rowid FROM faq_fts WHERE faq_fts MATCH ?", [match])
         return frozenset(row[0] for row in found)
-
-    def _idf(self, containing: int) -> float:
-        return bm25_idf(containing, self._size)
 
     def meta(self, key: str) -> str | None:
         """A value stored with the index (its stamp, the calibrated thresholds)."""
