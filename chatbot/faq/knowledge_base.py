@@ -128,8 +128,8 @@ class KnowledgeBase:
         self.encoder = encoder  # None: words alone decide
         self.gate = gate if encoder is not None else None  # None: the thresholds alone decide
         self._by_id = {entry.id: entry for entry in entries}
-        if self.gate is not None:  # the check's words read now, not on the first turn
-            _ = self._entries_with, self._known_words
+        if self.gate is not None:
+            self._load_check_words()
         self._new_word = lru_cache(maxsize=WORDS_KEPT)(self._encode)  # the customer's own
         # Recent messages' vectors: a follow-up is read with the message before it.
         self._vector = lru_cache(maxsize=VECTORS_KEPT)(self._encode)
@@ -186,8 +186,9 @@ class KnowledgeBase:
         """The k best entries for the question, and its band (see `band_of` and the answer
         check, chatbot.faq.answer_gate). `previous` is the customer's message before this one:
         see `search`."""
-        text, hits = self._reading(question, k, previous)
-        return Retrieval(hits[: max(k, 1)], self._band(text, hits), choices_of(hits, self.bands))
+        reading = self._reading(question, k, previous)
+        hits = reading.hits
+        return Retrieval(hits[: max(k, 1)], self._band(reading), choices_of(hits, self.bands))
 
     def search(self, question: str, k: int = 3, previous: str | None = None) -> list[FaqHit]:
         """The k best entries, no band decided: for a caller that judges by the score alone.
@@ -197,21 +198,19 @@ class KnowledgeBase:
         clearly better. The two messages' meaning is the sum of their vectors (the previous
         one's is kept from its own turn), so a follow-up costs no second encoder pass.
         """
-        return self._reading(question, k, previous)[1][: max(k, 1)]
+        return self._reading(question, k, previous).hits[: max(k, 1)]
 
-    def _reading(self, question: str, k: int, previous: str | None) -> tuple[str, list[FaqHit]]:
-        """The text the hits are for (the message, or it read with the one before) and at
-        least two hits (the runner-up decides the margin), best first."""
+    def _reading(self, question: str, k: int, previous: str | None) -> "_Reading":
+        """The message, or it read with the one before, with its hits."""
         vector = self._vector(question)
         alone = self._hits(question, vector, k)
         if previous and looks_like_follow_up(question):
             joined = None if vector is None else _unit(self._vector(previous) + vector)
-            text = f"{previous} {question}"
-            together = self._hits(text, joined, k)
-            best_alone = alone[0].score if alone else 0.0
-            if together and together[0].score > best_alone + FOLLOW_UP_MARGIN:
-                return text, together
-        return question, alone
+            together = self._hits(f"{previous} {question}", joined, k)
+            best_alone = alone.hits[0].score if alone.hits else 0.0
+            if together.hits and together.hits[0].score > best_alone + FOLLOW_UP_MARGIN:
+                return together
+        return alone
 
     def _encode(self, text: str) -> np.ndarray | None:
         """The text's sentence vector; None without the encoder. Read through `_vector`."""
@@ -220,16 +219,23 @@ class KnowledgeBase:
     def answer_features(self, text: str, hits: list[FaqHit]) -> np.ndarray | None:
         """The answer check's inputs for the best hit (chatbot.faq.answer_gate); None
         without the encoder or a hit."""
+        return self._features(query_terms(text), hits)
+
+    def _features(self, terms: list[str], hits: list[FaqHit]) -> np.ndarray | None:
         if self.encoder is None or not hits:
             return None
         match = word_match(
-            query_terms(text),
+            terms,
             self._words[hits[0].id],
             self._word_vectors,
             self._entries_with.__getitem__,  # a Counter: 0 for a word no entry has
             len(self.entries),
         )
         return features([hit.score for hit in hits], self.bands.answer, match)
+
+    def _load_check_words(self) -> None:
+        """Read the check's words at start-up rather than on the first question."""
+        _ = self._entries_with, self._known_words
 
     @cached_property
     def _words(self) -> dict[str, tuple[str, ...]]:
@@ -251,9 +257,11 @@ class KnowledgeBase:
         known = self._known_words
         return np.stack([known[w] if w in known else self._new_word(w) for w in words])
 
-    def _hits(self, text: str, vector: np.ndarray | None, k: int) -> list[FaqHit]:
-        candidates = self.index.search(query_terms(text), vector, limit=max(k, 2))
-        return [
+    def _hits(self, text: str, vector: np.ndarray | None, k: int) -> "_Reading":
+        """At least two hits (the runner-up decides the margin), best first."""
+        terms = query_terms(text)
+        candidates = self.index.search(terms, vector, limit=max(k, 2))
+        hits = [
             FaqHit(
                 id=entry.id,
                 question=entry.question,
@@ -264,13 +272,15 @@ class KnowledgeBase:
             for candidate in candidates
             if (entry := self._by_id.get(candidate.faq_id)) is not None
         ]
+        return _Reading(terms, hits)
 
-    def _band(self, text: str, hits: list[FaqHit]) -> Band:
+    def _band(self, reading: "_Reading") -> Band:
         """By the thresholds, and where the answer check is on, by the check between the
         hand-off and answer thresholds."""
-        band = band_of(hits, self.bands)
+        band = band_of(reading.hits, self.bands)
         if self.gate is not None and band != "handoff":
-            band = "answer" if self.gate.passes(self.answer_features(text, hits)) else "ask"
+            passes = self.gate.passes(self._features(reading.terms, reading.hits))
+            band = "answer" if passes else "ask"
         return band
 
     def entry(self, faq_id: str) -> FaqEntry | None:
@@ -285,6 +295,14 @@ class KnowledgeBase:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """One reading of a message (alone, or with the one before): its words and hits."""
+
+    terms: list[str]
+    hits: list[FaqHit]
 
 
 def band_of(hits: list[FaqHit], bands: Bands) -> Band:

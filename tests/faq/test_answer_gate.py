@@ -58,13 +58,13 @@ def test_the_check_runs_once_per_turn_on_the_reading_it_decides(store_kb, monkey
     """A follow-up is looked up alone and with the message before; only the reading taken
     is checked. A search for a pick named in words is judged by the score alone."""
     checked = []
-    features = store_kb.answer_features
+    features = store_kb._features
 
-    def counted(text, hits):
-        checked.append(text)
-        return features(text, hits)
+    def counted(terms, hits):
+        checked.append(terms)
+        return features(terms, hits)
 
-    monkeypatch.setattr(store_kb, "answer_features", counted)
+    monkeypatch.setattr(store_kb, "_features", counted)
     turn = store_kb.retrieve("and for PayPal?", previous="How long does my refund take?")
     assert turn.band != "handoff" and len(checked) == 1
     assert store_kb.search("the one about refunds", k=len(store_kb.entries))
