@@ -240,6 +240,13 @@ class Store(FaqRows):
             )
             return [_message(row) for row in rows]
 
+    def version(self) -> tuple[int, int]:
+        """Changes since: equal twice when nothing was committed in between, by this
+        connection or another process (SQLite's data_version), so a poll can skip its reads."""
+        with self._guard("read the database version"):
+            other = self.db.execute("PRAGMA data_version").fetchone()[0]
+            return other, self.db.conn.total_changes
+
     def last_message_id(self, conversation_id: int) -> int | None:
         """The id of the conversation's newest message: whether someone else wrote to it."""
         sql = "SELECT max(id) FROM messages WHERE conversation_id = ? AND replaced_at IS NULL"

@@ -32,6 +32,7 @@ class ListAndTheme(App):
 
     preferences = AppPreferences()
     _listed: tuple = ()  # what the list shows: conversations, and those waiting for a person
+    _listed_version: tuple = ()  # the store's version when the list was last read
 
     @cached_property
     def _list_lock(self) -> asyncio.Lock:
@@ -53,6 +54,10 @@ class ListAndTheme(App):
         sidebar = self.query_one(ConversationList)
         with shown_errors(self):
             store = self.store  # type: ignore[attr-defined]
+            version = store.version()
+            if only_if_changed and version == self._listed_version:
+                return  # nothing committed since the last read: the list is as shown
+            self._listed_version = version
             listed = (
                 store.list_conversations(search=sidebar.search_text or None),
                 store.waiting_conversations(),

@@ -255,6 +255,13 @@ async def test_the_list_shows_what_another_process_writes(make_app, db_path, mon
 
         await wait_for(pilot, shown, "the customer's conversation, marked")
         assert app.conversation_id != customer  # nothing opened by itself
+        reads = []
+        listed = app.store.list_conversations
+        monkeypatch.setattr(
+            app.store, "list_conversations", lambda **kw: reads.append(1) or listed(**kw)
+        )
+        await pilot.pause(0.7)  # three ticks with nothing new: the list is not read again
+        assert reads == [] and listed_titles(app) == ["● A customer", "Mine"]
 
 
 async def test_the_open_conversation_shows_what_another_process_adds(
@@ -279,7 +286,8 @@ async def test_the_open_conversation_shows_what_another_process_adds(
             ("user", "Are you still there?"),
             ("assistant", "Yes, how can I help?"),
         ]
-        await wait_for(pilot, lambda: bubbles(app) == expected, "the customer's new turn")
+        # settled: the poll may be mounting the new bubbles as the check looks
+        await wait_for(pilot, lambda: settled_bubbles(app) == expected, "the customer's new turn")
         editor = app.query_one(InputBox)
         assert editor.text == "Half a rep" and editor.has_focus
 

@@ -354,3 +354,19 @@ def test_a_step_still_refused_after_the_timeout_fails_and_other_errors_at_once()
     with pytest.raises(sqlite3.OperationalError, match="no such table"):
         retry_while_busy(lambda: refused("broken", "no such table: x"), timeout_s=5)
     assert calls["broken"] == 1
+
+
+def test_the_version_changes_only_when_something_is_committed(db_path):
+    """The app's list polls `version()` and reads the list only when it moved."""
+    s = Store(db_path)
+    first = s.version()
+    s.list_conversations()
+    assert s.version() == first  # reads change nothing
+    cid = s.new_conversation("Mine").id
+    after_own = s.version()
+    assert after_own != first
+    other = Store(db_path)  # another process, as `chatbot serve` would be
+    other.add_message(cid, "user", "Hello?")
+    other.close()
+    assert s.version() != after_own
+    s.close()
