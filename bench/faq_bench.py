@@ -76,7 +76,7 @@ STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
 MULTITURN = tuple(
     EVAL / f"{name}_multiturn.jsonl"
     for name in ("faq", "travel", "utility", "telecom", "pharmacy", "insurance", "courier")
-)
+) + tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("dental", "library"))  # written blind later
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:
