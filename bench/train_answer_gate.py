@@ -63,6 +63,18 @@ def train(index_dir: Path) -> AnswerGate:
     return AnswerGate(mean, scale, weights.tolist(), bias, cut, how)
 
 
+def matches(shipped: AnswerGate, trained: AnswerGate) -> bool:
+    """Equal up to the encoder's float noise: llama.cpp is built from source on each machine,
+    and its sums come out slightly differently on another CPU's instruction set (weights moved
+    by up to 0.013 and the cut by 0.001 between two machines); a retrained or hand-edited file
+    moves them by far more."""
+    return (
+        np.allclose(shipped.weights, trained.weights, atol=0.05)
+        and abs(shipped.bias - trained.bias) <= 0.05
+        and abs(shipped.cut - trained.cut) <= 0.01
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="compare with the shipped file")
@@ -71,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
         gate = train(Path(tmp))
     if args.check:
         shipped = AnswerGate.load()
-        same = shipped is not None and np.allclose(shipped.weights, gate.weights, atol=1e-6)
+        same = shipped is not None and matches(shipped, gate)
         print("the shipped answer check matches its training" if same else "it differs")
         return 0 if same else 1
     gate.save()
