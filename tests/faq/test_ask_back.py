@@ -211,6 +211,22 @@ def test_a_middle_band_message_after_an_ask_back_is_handed_off(chat, store):
     assert store.messages(session.conversation_id)[1].outcome == "new_question"
 
 
+def test_a_new_question_near_a_choice_is_not_taken_as_picking_it(chat, store):
+    """ "by fax?" matches the tracking choice best, but that entry does not answer it: no
+    pick, and as the same unclear question again, a person. Words the entry answers outright
+    still pick it."""
+    session = chat()
+    asked = say(session, ASKS_BACK)
+    assert "order-tracking" in [c.id for c in asked.clarify]
+    fax = say(session, "can I get the tracking number by fax?")
+    assert fax.handoff and fax.sources == ()
+    assert store.messages(session.conversation_id)[1].outcome == "handoff"
+    session = chat()
+    say(session, ASKS_BACK)
+    assert say(session, "change items").sources == ("order-edit-items",)
+    assert store.messages(session.conversation_id)[1].outcome == "picked"
+
+
 def test_a_choice_with_no_ask_back_open_gets_a_clear_reply(chat, store):
     session = chat()
     reply = say(session, "2")
