@@ -5,6 +5,7 @@ are picked with the key 2 and with the mouse."""
 from pathlib import Path
 
 import pytest
+from textual import events
 
 from chatbot.engines.base import GenerationOptions
 from chatbot.engines.llama import LlamaEngine
@@ -106,3 +107,25 @@ async def test_typing_over_the_choices_goes_to_the_editor(app):
         saved = app.store.messages(app.conversation_id)
         assert [m.role for m in saved] == ["user", "assistant"], "nothing was sent"
         assert app.query(ChoiceList), "the choices stay open until a message is sent"
+
+
+async def test_a_message_typed_fast_over_the_choices_is_sent_whole(app):
+    """A paste or a fast typist: the keys arrive before the editor has the focus. Its "2"
+    is text, not a pick, and its Enter sends it (it was lost: the message sat in the editor)."""
+    async with app.run_test(size=SIZE) as pilot:
+        await ready(pilot)
+        await send(pilot, ASKS_BACK)
+        await wait_for(pilot, lambda: bool(app.query(ChoiceList)), "the choices")
+        typed = "can I return 2 items?"
+        for key in [*typed, "enter"]:  # all at once, as a terminal delivers a burst
+            character = "\r" if key == "enter" else key
+            name = {" ": "space", "?": "question_mark"}.get(key, key)
+            app.post_message(events.Key(name, character))
+
+        def sent() -> bool:
+            return len(app.store.messages(app.conversation_id)) == 4
+
+        await wait_for(pilot, sent, "the typed message and its reply")
+        saved = app.store.messages(app.conversation_id)
+        assert saved[2].content == typed and saved[1].outcome != "picked"
+        assert app.query_one(InputBox).text == ""

@@ -345,11 +345,15 @@ class ChatPanel(Vertical):
             offered.focus()
             offered.scroll_visible()
 
-    def on_choice_list_typed_on(self, message: ChoiceList.TypedOn) -> None:
-        """Typing over the choices: the text goes to the editor, which takes the focus."""
+    async def on_choice_list_typed_on(self, message: ChoiceList.TypedOn) -> None:
+        """Typing over the choices: the text goes to the editor, which takes the focus; an
+        Enter typed before it had the focus sends it."""
         editor = self.query_one(InputBox)
         editor.focus()
-        editor.insert(message.text)
+        if message.send:
+            await self._send(InputBox.Submitted(editor, editor.text))
+        else:
+            editor.insert(message.text)
 
     async def on_choice_list_picked(self, message: ChoiceList.Picked) -> None:
         """A choice picked: sent as the customer's message, as if typed."""

@@ -6,7 +6,8 @@ send as the customer's message ("2", or "no" for none of them), which the chat p
 typed text, so the store and the bot see exactly what `chatbot ask` would. The list goes once a
 new turn starts. `open_choices` finds the choices still open when a saved conversation is shown.
 A customer who ignores the choices and types goes on typing: any other printable key goes to
-the editor (`TypedOn`), so "and ..." never reads as a key that picks.
+the editor (`TypedOn`), so "and ..." never reads as a key that picks, and so does the rest of
+that burst of keys, digits and Enter included (a paste arrives before the editor has the focus).
 """
 
 from collections.abc import Sequence
@@ -66,14 +67,16 @@ class ChoiceList(Vertical, can_focus=True):
 
     @dataclass
     class TypedOn(Message):
-        """A printable key that picks nothing: the start of a message for the editor."""
+        """A key of a message typed over the choices, for the editor; `send`: it was Enter."""
 
         text: str
+        send: bool = False
 
     def __init__(self, choices: Sequence[Choice]) -> None:
         super().__init__(classes="choices")
         self.choices = tuple(choices)
         self.border_title = "Did you mean"
+        self._typing = False  # a message has started: the keys still arriving are its own
 
     def compose(self):
         for number, choice in enumerate(self.choices, start=1):
@@ -92,11 +95,19 @@ class ChoiceList(Vertical, can_focus=True):
         if self.parent is not None and self.is_mounted:
             self.parent.scroll_end(animate=False)
 
+    def on_focus(self) -> None:
+        self._typing = False  # focused again (a click): 1-3 pick again
+
     def on_key(self, event: events.Key) -> None:
-        if event.is_printable and event.character and not event.character.isdigit():
-            event.stop()
-            event.prevent_default()
-            self.post_message(self.TypedOn(event.character))
+        """A printable key that picks nothing starts a message; until the editor has the
+        focus, every printable key and Enter of it goes there too, in order."""
+        text = event.character if event.is_printable and event.character else None
+        self._typing = self._typing or (text is not None and not text.isdigit())
+        if not self._typing or (text is None and event.key != "enter"):
+            return
+        event.stop()
+        event.prevent_default()
+        self.post_message(self.TypedOn(text or "", send=text is None))
 
     def action_pick(self, number: int) -> None:
         if 1 <= number <= len(self.choices):
