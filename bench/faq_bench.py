@@ -75,8 +75,9 @@ TUNED = ("store", "helpdesk")  # where the calibration's rule was chosen
 STORE_FOLLOW_UPS = REPO / "data/eval/faq_followups.jsonl"
 MULTITURN = tuple(
     EVAL / f"{name}_multiturn.jsonl"
-    for name in ("faq", "travel", "utility", "telecom", "pharmacy", "insurance", "courier")
-) + tuple(EVAL / f"{name}_multiturn.jsonl" for name in ("dental", "library"))  # written blind later
+    for name in ("faq", "travel", "utility", "telecom", "pharmacy", "insurance", "courier",
+                 "dental", "library")  # the last two written blind after all the others
+)  # fmt: skip
 
 
 def labelled(path: Path, kb: KnowledgeBase) -> list[LabelledQuestion]:

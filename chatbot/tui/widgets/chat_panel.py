@@ -223,14 +223,16 @@ class ChatPanel(Vertical):
         return True
 
     @on(InputBox.Submitted)
-    async def _send(self, message: InputBox.Submitted) -> None:
+    async def _submitted(self, message: InputBox.Submitted) -> None:
+        await self._send(message.text)
+
+    async def _send(self, text: str) -> None:
         """Send the editor's text; it stays in the editor when it cannot be sent."""
         if not self._can_send():
             return
-        if not message.text.strip():
+        if not text.strip():
             self.notify("The message is empty; type something to send.", markup=False)
             return
-        text = message.text
         if self.editing:
             self.stop_editing()
             retry = lambda session, stop: session.retry(text, stop)  # noqa: E731
@@ -351,7 +353,7 @@ class ChatPanel(Vertical):
         editor = self.query_one(InputBox)
         editor.focus()
         if message.send:
-            await self._send(InputBox.Submitted(editor, editor.text))
+            await self._send(editor.text)
         else:
             editor.insert(message.text)
 
